@@ -16,6 +16,28 @@
 #include <unistd.h>
 #include <time.h>
 
+/* TEST_TSAN / TEST_ASAN: 1 when built with that sanitizer (some checks adapt) */
+#if defined(__SANITIZE_THREAD__)
+#define TEST_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define TEST_TSAN 1
+#endif
+#endif
+#ifndef TEST_TSAN
+#define TEST_TSAN 0
+#endif
+#if defined(__SANITIZE_ADDRESS__)
+#define TEST_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TEST_ASAN 1
+#endif
+#endif
+#ifndef TEST_ASAN
+#define TEST_ASAN 0
+#endif
+
 #ifndef TEST_TIMEOUT_S
 #define TEST_TIMEOUT_S 60
 #endif
@@ -70,36 +92,6 @@ static double test_now_ms(void)
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
-/* Runs every registered test (or only those named on the command line). */
-static int test_run_all(int argc, char **argv)
-{
-    int passed = 0, failed = 0, i, j;
-    signal(SIGALRM, test_on_alarm);
-    for (i = 0; i < test_count; i++) {
-        int selected = argc <= 1;
-        double t0;
-        for (j = 1; j < argc; j++)
-            if (strcmp(argv[j], test_cases[i].name) == 0) selected = 1;
-        if (!selected) continue;
-        test_current = test_cases[i].name;
-        test_failures_in_case = 0;
-        fprintf(stderr, "[ RUN  ] %s\n", test_current);
-        t0 = test_now_ms();
-        alarm(TEST_TIMEOUT_S);
-        test_cases[i].fn();
-        alarm(0);
-        if (test_failures_in_case) {
-            failed++;
-            fprintf(stderr, "[ FAIL ] %s (%.1f ms)\n", test_current, test_now_ms() - t0);
-        } else {
-            passed++;
-            fprintf(stderr, "[  OK  ] %s (%.1f ms)\n", test_current, test_now_ms() - t0);
-        }
-    }
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed ? 1 : 0;
-}
-
 /* Resource counters used by the leak tests. */
 #include <dirent.h>
 static int test_count_dir(const char *path, const char *prefix)
@@ -138,6 +130,38 @@ static int test_count_children(void)
     for (i = 0; i < len; i++)
         if (buf[i] != ' ' && (i == 0 || buf[i - 1] == ' ')) n++;
     return n;
+}
+
+/* Runs every registered test (or only those named on the command line). */
+static int test_run_all(int argc, char **argv)
+{
+    int passed = 0, failed = 0, i, j;
+    /* the resource counters are used by some test programs only */
+    (void)test_count_fds; (void)test_count_threads; (void)test_count_shm; (void)test_count_children;
+    signal(SIGALRM, test_on_alarm);
+    for (i = 0; i < test_count; i++) {
+        int selected = argc <= 1;
+        double t0;
+        for (j = 1; j < argc; j++)
+            if (strcmp(argv[j], test_cases[i].name) == 0) selected = 1;
+        if (!selected) continue;
+        test_current = test_cases[i].name;
+        test_failures_in_case = 0;
+        fprintf(stderr, "[ RUN  ] %s\n", test_current);
+        t0 = test_now_ms();
+        alarm(TEST_TIMEOUT_S);
+        test_cases[i].fn();
+        alarm(0);
+        if (test_failures_in_case) {
+            failed++;
+            fprintf(stderr, "[ FAIL ] %s (%.1f ms)\n", test_current, test_now_ms() - t0);
+        } else {
+            passed++;
+            fprintf(stderr, "[  OK  ] %s (%.1f ms)\n", test_current, test_now_ms() - t0);
+        }
+    }
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed ? 1 : 0;
 }
 
 #endif /* KIT_TEST_H */
