@@ -117,6 +117,9 @@ typedef struct pool_config {
     void *progress_ctx;
     int progress_interval_ms;  /* minimum interval between progress calls (default 100) */
     int spin_us;               /* how long an idle worker spins before it sleeps (default 50 us; -1: never spin) */
+    int max_queued;            /* backpressure: while this many items are queued, a submitting
+                                  thread runs queued work itself before it adds more
+                                  (0: unbounded queue, the default) */
     /* process pool only (ignored by a thread pool): */
     pool_start_method start_method;  /* POOL_START_FORK (default) or POOL_START_FORKSERVER */
     uint64_t max_tasks_per_child;    /* replace a worker after this many tasks (0: never) */
@@ -192,9 +195,11 @@ POOL_DEF int pool_submit(pool_t *p, pool_fn fn, const void *arg, size_t arg_size
 
 /* Waits up to timeout_ms (-1 forever, 0 poll) and copies the result (result_size bytes,
  * when the task returned 0) to result (may be NULL). Returns the task's code,
- * POOL_ETIMEDOUT, POOL_ECANCELLED or POOL_EWORKERDIED. A waiting thread runs queued
- * tasks of the pool meanwhile (starting with this one), so waiting inside a task never
- * deadlocks. Any number of threads may wait on one future. */
+ * POOL_ETIMEDOUT, POOL_ECANCELLED or POOL_EWORKERDIED. Waiting without a time limit
+ * (-1), the thread runs the task itself if no worker has started it yet, and a worker
+ * of the pool runs other queued tasks meanwhile: so waiting inside a task never
+ * deadlocks. A timed wait never runs tasks (it could overrun the time given). Any
+ * number of threads may wait on one future. */
 POOL_DEF int pool_future_get(pool_future_t *f, void *result, int timeout_ms);
 /* Waits like get without copying: POOL_OK once done (whatever the code), or POOL_ETIMEDOUT. */
 POOL_DEF int pool_future_wait(pool_future_t *f, int timeout_ms);
@@ -332,7 +337,9 @@ POOL_DEF void pool_bar_render(uint64_t done, uint64_t total, void *bar);
  * it stops after a failure, or (imap) while all its result slots are full.
  *
  * LOCK ORDER: pool.mu, then nothing (user code never runs under a pool lock).
- * pool.free_mu is a leaf lock of its own (the future free list).
+ * The future free list is a Treiber stack: pushes (pool_future_free, from any
+ * thread) are a CAS, pops happen only under mu, so no two pops race and the ABA
+ * problem cannot arise.
  *
  * Wake-ups: a submitter signals work_cv only if a worker sleeps (`sleepers`, under
  * mu); an idle worker first spins for cfg.spin_us watching `qlen`, so bursts of
@@ -345,8 +352,10 @@ POOL_DEF void pool_bar_render(uint64_t done, uint64_t total, void *bar);
  * Futures are reference counted: one reference for the user (dropped by
  * pool_future_free) and one for the run queue (dropped by whoever runs or cancels
  * it). They are recycled through a free list, so apply_async does not allocate in
- * the steady state. A future outlives its pool: pool_destroy leaves the pool's core
- * to the last pool_future_free.
+ * the steady state, and a submission takes mu once. A future outlives its pool:
+ * pool_destroy leaves the pool's core to the last pool_future_free (`live` counts
+ * futures handed out; its top bit says the pool was destroyed; whoever brings it
+ * to "destroyed and zero" frees the core).
  *
  * Deadlock freedom: a thread that waits for a future first takes the future itself
  * out of the queue and runs it; a pool worker that waits also runs any queued item
@@ -366,6 +375,9 @@ enum { POOL__JOB_MAP = 1, POOL__JOB_FOR = 2, POOL__JOB_IMAP = 3 };
 enum { POOL__SLOT_FREE = 0, POOL__SLOT_RUNNING = 1, POOL__SLOT_DONE = 2 };
 
 #define POOL__INLINE 64 /* bytes of argument + result kept inside a future */
+#define POOL__FREE_MAX 4096 /* futures kept for reuse at most */
+#define POOL__BATCH 8       /* futures a worker takes at once from a long queue */
+#define POOL__RELEASED ((uint64_t)1 << 63)
 #define POOL__ALIGN 16
 
 typedef struct pool__item {
@@ -391,7 +403,7 @@ struct pool_future_s {
     void *cb_user;
     unsigned char *heap;       /* owned heap buffer for large arg+result, or NULL */
     size_t heap_cap;
-    struct pool_future_s *free_next; /* under pool.free_mu */
+    struct pool_future_s *free_next; /* free list link (see the design note) */
     union { unsigned char bytes[POOL__INLINE]; double d; long long ll; void *ptr; } inl;
 };
 
@@ -455,12 +467,10 @@ struct pool_s {
     uint64_t qlen;            /* items in the run queue (written under mu) */
     uint32_t done_waiters;    /* threads waiting on done_cv for a future */
     uint64_t st_submitted, st_completed, st_failed, st_cancelled;
-    /* the future free list, under free_mu: */
-    pthread_mutex_t free_mu;
-    pool_future_t *free_list;
-    size_t nfree;
-    size_t live_futures;      /* futures handed out and not yet recycled */
-    int core_released;        /* pool_destroy ran: the last future frees the core */
+    /* the future free list: */
+    pool_future_t *free_top;  /* atomic; popped only under mu */
+    uint32_t nfree;           /* atomic, approximate: bounds the list */
+    uint64_t live;            /* atomic: futures handed out | POOL__RELEASED */
     pool__worker *workers;
 };
 
@@ -626,63 +636,88 @@ static int pool__take_any(pool_t *p, pool__take *t)
 }
 
 /* >>impl-futures */
-static pool_future_t *pool__future_alloc(pool_t *p)
+static void pool__core_free(pool_t *p);
+
+/* Pops a recycled future; under mu. */
+static pool_future_t *pool__free_pop(pool_t *p)
 {
-    pool_future_t *f;
-    pthread_mutex_lock(&p->free_mu);
-    f = p->free_list;
-    if (f) {
-        p->free_list = f->free_next;
-        p->nfree--;
-    }
-    p->live_futures++;
-    pthread_mutex_unlock(&p->free_mu);
-    if (!f) {
-        f = (pool_future_t *)POOL_MALLOC(sizeof *f);
-        if (!f) {
-            pthread_mutex_lock(&p->free_mu);
-            p->live_futures--;
-            pthread_mutex_unlock(&p->free_mu);
+    pool_future_t *top = shmq__load(&p->free_top, SHMQ__ACQUIRE);
+    while (top && !shmq__cas(&p->free_top, &top, top->free_next)) {}
+    if (top) shmq__fetch_sub(&p->nfree, 1u, SHMQ__RELAXED);
+    return top;
+}
+
+static void pool__free_push(pool_t *p, pool_future_t *f)
+{
+    pool_future_t *top = shmq__load(&p->free_top, SHMQ__RELAXED);
+    shmq__fetch_add(&p->nfree, 1u, SHMQ__RELAXED);
+    do {
+        f->free_next = top;
+    } while (!shmq__cas(&p->free_top, &top, f));
+}
+
+/* A future with room for `need` bytes of argument and result: recycled if one is
+ * free, else allocated. With `locked` (the caller holds mu) it only recycles, never
+ * allocates, and returns NULL when that is not enough. */
+static pool_future_t *pool__future_alloc(pool_t *p, size_t need, int locked)
+{
+    pool_future_t *f = NULL;
+    if (locked) {
+        f = pool__free_pop(p);
+        if (!f) return NULL;
+        if (need > POOL__INLINE && f->heap_cap < need) {
+            pool__free_push(p, f);
             return NULL;
         }
-        f->heap = NULL;
-        f->heap_cap = 0;
+    } else {
+        pthread_mutex_lock(&p->mu);
+        f = pool__free_pop(p);
+        pthread_mutex_unlock(&p->mu);
+        if (!f) {
+            f = (pool_future_t *)POOL_MALLOC(sizeof *f);
+            if (!f) return NULL;
+            f->heap = NULL;
+            f->heap_cap = 0;
+        }
+        if (need > POOL__INLINE && f->heap_cap < need) {
+            unsigned char *h = (unsigned char *)POOL_REALLOC(f->heap, need);
+            if (!h) {
+                POOL_FREE(f->heap);
+                POOL_FREE(f);
+                return NULL;
+            }
+            f->heap = h;
+            f->heap_cap = need;
+        }
     }
+    shmq__fetch_add(&p->live, 1u, SHMQ__RELAXED);
     f->pool = p;
     f->item.type = POOL__ITEM_FUTURE;
     f->item.queued = 0;
     f->item.next = f->item.prev = NULL;
+    f->arg = need <= POOL__INLINE ? f->inl.bytes : f->heap;
     return f;
 }
 
-static void pool__core_free(pool_t *p);
-
-/* Drops one reference; the last one recycles the future (or frees it, and the
- * pool's core with it if the pool was destroyed and this was its last future). */
+/* Drops one reference; the last one recycles the future (and frees the pool's
+ * core if the pool was destroyed and this was its last future). */
 static void pool__future_unref(pool_future_t *f)
 {
     pool_t *p = f->pool;
-    int release_core = 0;
     if (shmq__fetch_sub(&f->refs, 1u, SHMQ__ACQ_REL) != 1) return;
     if (f->heap && f->heap_cap > 4096) { /* do not hoard big buffers */
         POOL_FREE(f->heap);
         f->heap = NULL;
         f->heap_cap = 0;
     }
-    pthread_mutex_lock(&p->free_mu);
-    p->live_futures--;
-    if (p->core_released) {
-        release_core = p->live_futures == 0;
-        pthread_mutex_unlock(&p->free_mu);
+    /* recycle before giving up `live`: the core may go as soon as live says so */
+    if (shmq__load(&p->nfree, SHMQ__RELAXED) < POOL__FREE_MAX) {
+        pool__free_push(p, f);
+    } else {
         POOL_FREE(f->heap);
         POOL_FREE(f);
-        if (release_core) pool__core_free(p);
-        return;
     }
-    f->free_next = p->free_list;
-    p->free_list = f;
-    p->nfree++;
-    pthread_mutex_unlock(&p->free_mu);
+    if (shmq__fetch_sub(&p->live, 1u, SHMQ__ACQ_REL) == (POOL__RELEASED | 1u)) pool__core_free(p);
 }
 
 static void pool__wake_done_waiters(pool_t *p)
@@ -853,8 +888,20 @@ static void *pool__worker_main(void *arg)
     while (!p->go) pthread_cond_wait(&p->work_cv, &p->mu);
     for (;;) {
         if (pool__take_any(p, &t)) {
+            /* with a backlog of futures, take a few more under the same lock */
+            pool__item *batch[POOL__BATCH];
+            int nb = 0, k;
+            if (t.item->type == POOL__ITEM_FUTURE) {
+                uint64_t extra = p->qlen / (uint64_t)(p->nworkers + 1);
+                while (nb < POOL__BATCH && (uint64_t)nb < extra && p->head &&
+                       p->head->type == POOL__ITEM_FUTURE) {
+                    batch[nb] = p->head;
+                    pool__unlink(p, batch[nb++]);
+                }
+            }
             pthread_mutex_unlock(&p->mu);
             pool__run_taken(p, &t);
+            for (k = 0; k < nb; k++) pool__future_take_and_run((pool_future_t *)batch[k]);
             pthread_mutex_lock(&p->mu);
             continue;
         }
@@ -880,7 +927,7 @@ static int pool__online_cpus(void)
 
 static void pool__core_free(pool_t *p)
 {
-    pool_future_t *f = p->free_list;
+    pool_future_t *f = p->free_top;
     while (f) {
         pool_future_t *next = f->free_next;
         POOL_FREE(f->heap);
@@ -889,7 +936,6 @@ static void pool__core_free(pool_t *p)
     }
     if (!pool__forked(p)) {
         pthread_mutex_destroy(&p->mu);
-        pthread_mutex_destroy(&p->free_mu);
         pthread_cond_destroy(&p->work_cv);
         pthread_cond_destroy(&p->done_cv);
     }
@@ -918,7 +964,8 @@ POOL_DEF int pool_create(pool_t **out, const pool_config *cfg)
     *out = NULL;
     if (cfg) c = *cfg;
     else memset(&c, 0, sizeof c);
-    if (c.workers < 0 || c.progress_interval_ms < 0 || c.spin_us < -1) return POOL_EINVAL;
+    if (c.workers < 0 || c.progress_interval_ms < 0 || c.spin_us < -1 || c.max_queued < 0)
+        return POOL_EINVAL;
     if (c.kind != POOL_THREADS && c.kind != POOL_PROCESSES) return POOL_EINVAL;
     if (c.kind == POOL_PROCESSES) return POOL_EINVAL; /* TODO(issue 4): process pool */
     if (c.workers == 0) c.workers = pool__online_cpus();
@@ -937,19 +984,14 @@ POOL_DEF int pool_create(pool_t **out, const pool_config *cfg)
     if (!p->workers) { POOL_FREE(p); return POOL_ENOMEM; }
     memset(p->workers, 0, sizeof *p->workers * (size_t)c.workers);
     if (pthread_mutex_init(&p->mu, NULL) != 0) { POOL_FREE(p->workers); POOL_FREE(p); return POOL_ESYS; }
-    if (pthread_mutex_init(&p->free_mu, NULL) != 0) {
-        pthread_mutex_destroy(&p->mu);
-        POOL_FREE(p->workers); POOL_FREE(p);
-        return POOL_ESYS;
-    }
     if (pool__cond_init(&p->work_cv) != 0) {
-        pthread_mutex_destroy(&p->mu); pthread_mutex_destroy(&p->free_mu);
+        pthread_mutex_destroy(&p->mu);
         POOL_FREE(p->workers); POOL_FREE(p);
         return POOL_ESYS;
     }
     if (pool__cond_init(&p->done_cv) != 0) {
         pthread_cond_destroy(&p->work_cv);
-        pthread_mutex_destroy(&p->mu); pthread_mutex_destroy(&p->free_mu);
+        pthread_mutex_destroy(&p->mu);
         POOL_FREE(p->workers); POOL_FREE(p);
         return POOL_ESYS;
     }
@@ -993,34 +1035,24 @@ static int pool__check_open(pool_t *p)
     return POOL_OK;
 }
 
-static int pool__submit(pool_t *p, pool_fn fn, const void *arg, size_t arg_size,
-                        size_t result_size, void *ctx, pool_future_t **out)
+/* Lets the submitting thread run queued work while the queue holds
+ * cfg.max_queued items or more (backpressure; off by default). */
+static void pool__backpressure(pool_t *p)
 {
-    pool_future_t *f;
-    size_t arg_room, need;
-    int rc;
-    if (!p || !fn || (arg_size && !arg)) return POOL_EINVAL;
-    if ((rc = pool__check_open(p)) != POOL_OK) return rc;
-    arg_room = (arg_size + POOL__ALIGN - 1) & ~(size_t)(POOL__ALIGN - 1);
-    if (arg_room < arg_size || arg_room + result_size < arg_room) return POOL_EOVERFLOW;
-    need = arg_room + result_size;
-    f = pool__future_alloc(p);
-    if (!f) return POOL_ENOMEM;
-    if (need <= POOL__INLINE) {
-        f->arg = f->inl.bytes;
-    } else {
-        if (f->heap_cap < need) {
-            unsigned char *h = (unsigned char *)POOL_REALLOC(f->heap, need);
-            if (!h) {
-                f->refs = 1;
-                pool__future_unref(f);
-                return POOL_ENOMEM;
-            }
-            f->heap = h;
-            f->heap_cap = need;
-        }
-        f->arg = f->heap;
+    while (shmq__load(&p->qlen, SHMQ__RELAXED) >= (uint64_t)p->cfg.max_queued) {
+        pool__take t;
+        int got;
+        pthread_mutex_lock(&p->mu);
+        got = pool__take_any(p, &t);
+        pthread_mutex_unlock(&p->mu);
+        if (!got) break;
+        pool__run_taken(p, &t);
     }
+}
+
+static void pool__future_fill(pool_future_t *f, pool_fn fn, const void *arg, size_t arg_size,
+                              size_t arg_room, size_t result_size, void *ctx, uint32_t refs)
+{
     if (arg_size) memcpy(f->arg, arg, arg_size);
     f->result = f->arg + arg_room;
     f->arg_size = arg_size;
@@ -1034,9 +1066,35 @@ static int pool__submit(pool_t *p, pool_fn fn, const void *arg, size_t arg_size,
     f->cb_user = NULL;
     f->state = POOL__F_QUEUED;
     f->cb_state = POOL__CB_NONE;
-    f->refs = out ? 2u : 1u;
+    f->refs = refs;
+}
 
+static int pool__submit(pool_t *p, pool_fn fn, const void *arg, size_t arg_size,
+                        size_t result_size, void *ctx, pool_future_t **out)
+{
+    pool_future_t *f;
+    size_t arg_room, need;
+    uint32_t refs = out ? 2u : 1u; /* the user's and the queue's */
+    int rc;
+    if (!p || !fn || (arg_size && !arg)) return POOL_EINVAL;
+    if ((rc = pool__check_open(p)) != POOL_OK) return rc;
+    arg_room = (arg_size + POOL__ALIGN - 1) & ~(size_t)(POOL__ALIGN - 1);
+    if (arg_room < arg_size || arg_room + result_size < arg_room) return POOL_EOVERFLOW;
+    need = arg_room + result_size;
+    if (p->cfg.max_queued > 0) pool__backpressure(p);
+
+    /* fast path: a recycled future, small arguments copied under the one lock */
     pthread_mutex_lock(&p->mu);
+    f = need <= POOL__INLINE ? pool__future_alloc(p, need, 1) : NULL;
+    if (f) {
+        pool__future_fill(f, fn, arg, arg_size, arg_room, result_size, ctx, refs);
+    } else {
+        pthread_mutex_unlock(&p->mu);
+        f = pool__future_alloc(p, need, 0);
+        if (!f) return POOL_ENOMEM;
+        pool__future_fill(f, fn, arg, arg_size, arg_room, result_size, ctx, refs);
+        pthread_mutex_lock(&p->mu);
+    }
     if (p->state != POOL__OPEN) {
         pthread_mutex_unlock(&p->mu);
         f->refs = 1;
@@ -1087,7 +1145,9 @@ static int pool__claim_own(pool_future_t *f)
 }
 
 /* Waits until f is done or the deadline passes (timeout_ms: -1 forever, 0 poll).
- * Runs f itself if still queued; a worker of the pool also runs other queued items. */
+ * Waiting without a time limit, the thread runs f itself if it is still queued, and
+ * a worker of the pool also runs other queued items meanwhile. A timed wait only
+ * waits: running a task could take longer than the time the caller gave. */
 static int pool__future_wait(pool_future_t *f, int timeout_ms)
 {
     pool_t *p = f->pool;
@@ -1099,8 +1159,8 @@ static int pool__future_wait(pool_future_t *f, int timeout_ms)
     for (;;) {
         pool__take t;
         if (shmq__load(&f->state, SHMQ__ACQUIRE) == POOL__F_DONE) return POOL_OK;
-        if (pool__claim_own(f)) continue;
-        if (in_worker) {
+        if (timeout_ms < 0 && pool__claim_own(f)) continue;
+        if (in_worker && timeout_ms < 0) {
             int got;
             pthread_mutex_lock(&p->mu);
             got = pool__take_any(p, &t);
@@ -1116,7 +1176,7 @@ static int pool__future_wait(pool_future_t *f, int timeout_ms)
         pthread_mutex_lock(&p->mu);
         shmq__fetch_add(&p->done_waiters, 1u, SHMQ__SEQ_CST);
         if (shmq__load(&f->state, SHMQ__SEQ_CST) != POOL__F_DONE &&
-            !(in_worker && p->head) && !f->item.queued) {
+            !(timeout_ms < 0 && ((in_worker && p->head) || f->item.queued))) {
             if (timeout_ms > 0) {
                 struct timespec dl;
                 double left = end - pool__now_ms();
@@ -1235,12 +1295,12 @@ static int pool__wait_set(pool_future_t *const *fs, size_t n, int timeout_ms, si
             if (which) *which = first;
             return POOL_OK;
         }
-        if (want_all) { /* run what is still queued ourselves */
+        if (want_all && timeout_ms < 0) { /* run what is still queued ourselves */
             int ran = 0;
             for (i = 0; i < n && !ran; i++) ran = pool__claim_own(fs[i]);
             if (ran) continue;
         }
-        if (pool__self && pool__self->pool == p) { /* a waiting worker keeps working */
+        if (timeout_ms < 0 && pool__self && pool__self->pool == p) { /* a waiting worker keeps working */
             pool__take t;
             int got;
             pthread_mutex_lock(&p->mu);
@@ -1774,10 +1834,7 @@ POOL_DEF void pool_destroy(pool_t *p)
         if (shmq__load(&p->state, SHMQ__RELAXED) == POOL__OPEN) pool_terminate(p);
         pool_join(p);
     }
-    pthread_mutex_lock(&p->free_mu);
-    p->core_released = 1;
-    release = p->live_futures == 0;
-    pthread_mutex_unlock(&p->free_mu);
+    release = (shmq__fetch_or(&p->live, POOL__RELEASED, SHMQ__ACQ_REL) & ~POOL__RELEASED) == 0;
     if (release) pool__core_free(p);
 }
 

@@ -935,6 +935,67 @@ TEST(shared_alloc_is_aligned)
     pool_destroy(p);
 }
 
+TEST(timed_get_never_runs_the_task)
+{
+    pool_t *p;
+    pool_config c = {0};
+    pool_future_t *blocker, *f;
+    int gate[2] = {0, 0};
+    long arg = 300, res = 0;
+    double t0;
+    c.workers = 1;
+    REQUIRE(pool_create(&p, &c) == POOL_OK);
+    REQUIRE(pool_apply_async(p, gate_wait, NULL, 0, 0, gate, &blocker) == POOL_OK);
+    wait_started(gate);
+    REQUIRE(pool_apply_async(p, sleepy_square, &arg, sizeof arg, sizeof res, NULL, &f) == POOL_OK);
+    t0 = test_now_ms();
+    CHECK_EQ(pool_future_get(f, &res, 50), POOL_ETIMEDOUT); /* not run inline for 300 ms */
+    CHECK(test_now_ms() - t0 < 250);
+    CHECK(!pool_future_ready(f));
+    __atomic_store_n(&gate[0], 1, __ATOMIC_RELEASE);
+    CHECK_EQ(pool_future_get(f, &res, -1), POOL_OK);
+    CHECK_EQ(res, 90000);
+    pool_future_free(f);
+    pool_future_free(blocker);
+    pool_destroy(p);
+}
+
+static int record_runner(const void *in, void *out, void *ctx)
+{
+    (void)in; (void)ctx;
+    *(int *)out = pool_worker_index();
+    return 0;
+}
+
+TEST(max_queued_backpressure)
+{
+    pool_t *p;
+    pool_config c = {0};
+    pool_future_t *blocker, *fs[20];
+    int gate[2] = {0, 0}, i, by_caller = 0, who;
+    c.workers = 1;
+    c.max_queued = 4;
+    REQUIRE(pool_create(&p, &c) == POOL_OK);
+    REQUIRE(pool_apply_async(p, gate_wait, NULL, 0, 0, gate, &blocker) == POOL_OK);
+    wait_started(gate);
+    for (i = 0; i < 20; i++) /* the worker is stuck: the submitter drains the queue itself */
+        REQUIRE(pool_apply_async(p, record_runner, NULL, 0, sizeof(int), NULL, &fs[i]) == POOL_OK);
+    for (i = 0; i < 20; i++) {
+        if (pool_future_ready(fs[i])) {
+            CHECK_EQ(pool_future_get(fs[i], &who, 0), POOL_OK);
+            by_caller += who == -1;
+        }
+    }
+    CHECK_EQ(by_caller, 16); /* never more than 4 waited in the queue */
+    __atomic_store_n(&gate[0], 1, __ATOMIC_RELEASE);
+    CHECK_EQ(pool_wait_all(fs, 20, -1), POOL_OK);
+    for (i = 0; i < 20; i++) pool_future_free(fs[i]);
+    pool_future_free(blocker);
+    pool_destroy(p);
+    c.max_queued = -1;
+    CHECK_EQ(pool_create(&p, &c), POOL_EINVAL);
+}
+
 int main(int argc, char **argv)
 {
     RUN(create_defaults_and_bad_config);
@@ -964,6 +1025,8 @@ int main(int argc, char **argv)
     RUN(fork_child_gets_a_working_pool);
     RUN(many_submitters_stress);
     RUN(strerror_covers_every_code);
+    RUN(timed_get_never_runs_the_task);
+    RUN(max_queued_backpressure);
     RUN(shared_alloc_is_aligned);
     return test_run_all(argc, argv);
 }
