@@ -3,9 +3,133 @@
  *   Do this:
  *       #define POOL_IMPLEMENTATION
  *   before you include this file in *one* C or C++ file to create the implementation.
- *   (It brings in shm_queue.h's implementation too: keep shm_queue.h beside pool.h.)
+ *   It brings in shm_queue.h's implementation too: keep shm_queue.h beside pool.h.
  *
- * DOCUMENTATION: see the block below the interface (being written).
+ * OVERVIEW
+ *
+ *   Python's multiprocessing.Pool / ThreadPool and concurrent.futures, in C:
+ *   map, imap, imap_unordered, apply_async with futures, wait_any (as_completed),
+ *   parallel_for (prange), close / join / terminate, progress bars. One API for a
+ *   pool of threads and (in progress) a pool of processes: values pass by copy, as
+ *   bytes (in_size / out_size), never as pointers only a thread could follow, so a
+ *   program moves from threads to processes by changing config.kind.
+ *
+ *   No global state, no signals, no allocation per task in the steady state; idle
+ *   workers sleep (after a 50 us spin); every call returns an error code.
+ *
+ * QUICK START
+ *
+ *   EXAMPLE BEGIN
+    #define POOL_IMPLEMENTATION
+    #include "pool.h"
+    #include <stdio.h>
+
+    static int square(const void *in, void *out, void *ctx)
+    {
+        (void)ctx;
+        *(long *)out = *(const long *)in * *(const long *)in;
+        return 0; // or a positive error code of yours
+    }
+
+    int main(void)
+    {
+        long in[1000], out[1000], r, x = 12;
+        pool_t *p;
+        pool_future_t *f;
+        int i, rc;
+        for (i = 0; i < 1000; i++) in[i] = i;
+
+        if (pool_create(&p, NULL) != POOL_OK) return 1;   // threads, one per CPU
+        rc = pool_map(p, square, in, sizeof *in, out, sizeof *out, 1000, NULL);
+        printf("map: %s, out[999] = %ld\n", pool_strerror(rc), out[999]);
+
+        pool_apply_async(p, square, &x, sizeof x, sizeof r, NULL, &f);
+        rc = pool_future_get(f, &r, 1000);                 // wait up to 1 s
+        printf("apply_async: %s, %ld\n", pool_strerror(rc), r);
+        pool_future_free(f);
+
+        pool_close(p);
+        pool_join(p);
+        pool_destroy(p);
+        return out[999] == 998001 && r == 144 ? 0 : 1;
+    }
+ *   EXAMPLE END
+ *
+ *   Build: cc -O2 -pthread main.c   (nothing to link but pthreads)
+ *
+ * API
+ *
+ *   A task is   int fn(const void *in, void *out, void *ctx)
+ *   It reads in_size bytes at `in`, writes out_size bytes at `out` and returns 0,
+ *   or its own non-zero code (use positive codes: negative ones are the library's).
+ *
+ *   pool_create(&p, &cfg)         cfg NULL or zero-initialised: defaults (see pool_config)
+ *   pool_map(p, fn, in, in_size, out, out_size, n, &opts)
+ *                                 ordered, chunked, blocks; the caller works too.
+ *                                 Returns the code of the LOWEST failing index (the one
+ *                                 a sequential loop would hit first); opts.failure says
+ *                                 which. Elements after a failure may not have run.
+ *   pool_imap / pool_imap_unordered + pool_iter_next / pool_iter_free
+ *                                 results one at a time, in order / as they finish, with
+ *                                 at most opts.max_inflight chunks in flight.
+ *   pool_apply_async(p, fn, &arg, arg_size, result_size, ctx, &f)
+ *                                 one call; the argument bytes are copied.
+ *   pool_future_get / wait / ready / successful / signal / cancel / on_done / free
+ *   pool_wait_any / pool_wait_all over an array of futures (as_completed)
+ *   pool_submit                   fire and forget (no future)
+ *   pool_parallel_for(p, begin, end, grain, body, ctx)   body(b, e, ctx) over pieces
+ *   pool_shared_alloc / pool_shared_free   memory every worker sees at one address
+ *   pool_close / pool_join / pool_terminate / pool_destroy   the Python meanings
+ *   pool_get_stats, pool_workers, pool_worker_index, pool_strerror
+ *   pool_bar_render               a tqdm-like progress bar (a progress callback)
+ *
+ *   Timeouts are in milliseconds: -1 waits forever, 0 polls.
+ *
+ *   Waiting never deadlocks the pool: a thread that waits on a future without a time
+ *   limit runs that future itself if no worker has started it, and a worker that waits
+ *   runs other queued tasks meanwhile. So a task may submit tasks and wait for them,
+ *   even on a pool of one worker. A timed wait only waits.
+ *
+ *   Lifecycle (as in Python): close refuses new work (POOL_ECLOSED) and lets queued
+ *   work finish; join waits for the workers to exit (close or terminate first);
+ *   terminate drops queued work (its futures complete with POOL_ECANCELLED; a running
+ *   thread task finishes, it is never killed); destroy terminates if needed, joins
+ *   and frees. A future outlives its pool: free it when you like.
+ *
+ *   Fork: after fork(), the child may create and use new pools. A pool inherited from
+ *   the parent is inert in the child (its threads do not exist there): every call on
+ *   it returns POOL_EFORKED and pool_destroy only releases its memory.
+ *
+ * CONFIGURATION MACROS
+ *
+ *   POOL_STATIC       every function static (also makes shm_queue.h static)
+ *   POOL_MALLOC(sz), POOL_REALLOC(p, sz), POOL_FREE(p)   all three or none
+ *   POOL_ASSERT(x)    programmer-error checks (default: assert)
+ *   SHMQ_NO_LINUX     the kit's portability switch: POSIX calls only
+ *
+ * THREAD SAFETY
+ *
+ *   Every function may be called from any thread at any time, on the same pool,
+ *   including from inside tasks, except: pool_join and pool_destroy not from a worker
+ *   of that pool (POOL_EINWORKER / no-op), and one iterator is read by one thread at a
+ *   time. Callbacks (progress, on_done, initializer, finalizer) never run under a
+ *   lock of the pool, so they may call the pool.
+ *
+ * ERRORS
+ *
+ *   int returns: POOL_OK (0), a negative POOL_E* code (see POOL_ERRORS below and
+ *   pool_strerror), or a task's own positive code. No global error state. Bad input
+ *   (NULL, zero sizes, n * size overflow, negative counts, timeouts < -1) returns
+ *   POOL_EINVAL / POOL_EOVERFLOW and changes nothing.
+ *
+ * LIMITS
+ *
+ *   - A task that never returns holds its worker forever (threads cannot be killed
+ *     safely); terminate does not stop it. Use a process pool for that.
+ *   - apply_async arguments up to 48 bytes live inside the future; larger ones use a
+ *     heap buffer that is recycled with the future.
+ *   - The queue is unbounded unless config.max_queued is set.
+ *   - Needs GCC or Clang style __atomic builtins (gcc >= 4.7, clang >= 3.1, icc).
  */
 /* The implementation needs POSIX 2008 (and BSD/SVID extras) from the C library even
  * under -std=c99; this must come before the first system header. */
@@ -305,7 +429,6 @@ POOL_DEF void pool_bar_render(uint64_t done, uint64_t total, void *bar);
 
 #include <errno.h>
 #include <limits.h>
-#include <math.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -517,15 +640,17 @@ static double pool__now_ms(void)
 static struct timespec pool__deadline(double ms)
 {
     struct timespec ts;
+    int64_t ns;
 #if defined(__APPLE__)
     clock_gettime(CLOCK_REALTIME, &ts);
 #else
     clock_gettime(CLOCK_MONOTONIC, &ts);
 #endif
     if (ms < 0) ms = 0;
-    ts.tv_sec += (time_t)(ms / 1000.0);
-    ts.tv_nsec += (long)(fmod(ms, 1000.0) * 1e6);
-    if (ts.tv_nsec >= 1000000000L) { ts.tv_sec++; ts.tv_nsec -= 1000000000L; }
+    if (ms > 1e12) ms = 1e12; /* ~30 years: no overflow below */
+    ns = (int64_t)(ms * 1e6) + (int64_t)ts.tv_nsec;
+    ts.tv_sec += (time_t)(ns / 1000000000);
+    ts.tv_nsec = (long)(ns % 1000000000);
     return ts;
 }
 
