@@ -500,6 +500,7 @@ enum { POOL__SLOT_FREE = 0, POOL__SLOT_RUNNING = 1, POOL__SLOT_DONE = 2 };
 #define POOL__INLINE 64 /* bytes of argument + result kept inside a future */
 #define POOL__FREE_MAX 4096 /* futures kept for reuse at most */
 #define POOL__BATCH 8       /* futures a worker takes at once from a long queue */
+#define POOL__WAIT_SPIN_US 20 /* a waiter spins this long before it sleeps */
 #define POOL__RELEASED ((uint64_t)1 << 63)
 #define POOL__ALIGN 16
 
@@ -527,6 +528,9 @@ struct pool_future_s {
     unsigned char *heap;       /* owned heap buffer for large arg+result, or NULL */
     size_t heap_cap;
     struct pool_future_s *free_next; /* free list link (see the design note) */
+    unsigned char *abuf;       /* process pool: argument + result in the arena, or NULL */
+    size_t aroom;              /* process pool: bytes of abuf before the result */
+    int pslot;                 /* process pool: the job slot it runs in, -1 (written under pool.mu, atomic) */
     union { unsigned char bytes[POOL__INLINE]; double d; long long ll; void *ptr; } inl;
 };
 
@@ -595,7 +599,159 @@ struct pool_s {
     uint32_t nfree;           /* atomic, approximate: bounds the list */
     uint64_t live;            /* atomic: futures handed out | POOL__RELEASED */
     pool__worker *workers;
+    struct pool__proc *proc;  /* the process pool's parts, NULL for threads; fixed */
 };
+
+/* >>impl-process
+ * THE PROCESS POOL
+ *
+ * Workers are processes forked from the pool's monitor thread (so their
+ * PR_SET_PDEATHSIG is tied to a thread that lives as long as the pool), or from a
+ * fork server (config.start_method). Before the first fork the pool maps an arena:
+ * a memfd (POSIX: an shm_open object unlinked at once) mapped MAP_SHARED |
+ * MAP_NORESERVE over config.arena_size bytes, grown with ftruncate as it fills.
+ * Every worker inherits the mapping at the same address, so a pointer into the
+ * arena means the same thing everywhere, and the memory is gone when the last
+ * process holding it exits. Only the parent allocates from it.
+ *
+ * Work is published as jobs in job slots (in the arena): a job is cut into at most
+ * POOL__MAXCH chunks; a worker claims a chunk with one CAS on its state word, which
+ * holds the slot's generation and the owner (worker index + 1), so a stale claim
+ * on a recycled slot fails. A ring of (slot, generation) entries tells workers
+ * which slots to look at. A worker stores the index of the element it is about to
+ * run in the chunk before it runs it.
+ *
+ * The monitor thread watches every worker through a pipe whose only write end the
+ * worker holds: EOF means the worker died. It reaps it (the signal), then for each
+ * chunk the dead worker owned: the element it was running fails with
+ * POOL_EWORKERDIED and that signal, and the rest of the chunk goes back to the pool
+ * (state FREE, resume after the failed element). It then forks a replacement. No
+ * lock is shared between processes, so a death can never leave one held.
+ *
+ * Completion: the worker that finds every chunk of a job done sets the slot's
+ * `done` flag (CAS, once), bumps the arena's done word and wakes its sleepers; map
+ * callers sleep on that word; futures are collected (results copied to the parent's
+ * memory) by whichever parent thread sees the slot done first: a waiter, or the
+ * monitor, which the worker pokes through a pipe when it sleeps.
+ */
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+
+#define POOL__NSLOTS 128
+#define POOL__MAXCH 256
+#define POOL__RING 4096
+#define POOL__CH_FREE 0u
+#define POOL__CH_DONE 0xFFFEu
+#define POOL__CH_CANCELLED 0xFFFFu
+#define POOL__ARENA_MAGIC 0x4c4f4f5054494b43ull /* "CKITPOOL" */
+enum { POOL__PJ_MAP = 1, POOL__PJ_FOR = 2, POOL__PJ_APPLY = 3 };
+enum { POOL__W_STARTING = 0, POOL__W_READY = 1, POOL__W_INITFAIL = 2, POOL__W_RETIRING = 3 };
+
+typedef struct pool__pchunk {   /* 64 bytes: one cache line per chunk */
+    uint32_t state;    /* atomic: (gen16 << 16) | FREE, owner+1, DONE or CANCELLED */
+    uint32_t pad0;
+    int64_t pos;       /* next element to run; written by the owner, read after its death */
+    int64_t fail_index;/* first failing element of the chunk, -1; the owner writes */
+    int32_t fail_code, fail_signal;
+    int64_t fail_count;
+    int64_t ran;       /* atomic: elements run (progress) */
+    int64_t pad1[2];
+} pool__pchunk;
+
+typedef struct pool__pslot {
+    uint32_t gen;      /* atomic: odd while the parent writes the slot, even once published */
+    uint32_t kind;     /* POOL__PJ_* */
+    uint32_t done;     /* atomic: 0 -> 1 once every chunk is done or cancelled */
+    uint32_t nchunks;
+    uint64_t fn, ctx;  /* function pointer and context, as integers */
+    uint64_t in, out, codes; /* arena addresses (codes: per-element codes for imap, or 0) */
+    uint64_t in_size, out_size;
+    int64_t begin, end, chunk;
+    int64_t pad[3];
+    pool__pchunk chunks[POOL__MAXCH];
+} pool__pslot;
+
+typedef struct pool__ledger {  /* one per worker, 64 bytes */
+    int32_t pid;
+    uint32_t state;    /* POOL__W_* */
+    uint64_t tasks;    /* elements run by this worker process */
+    int64_t pad[6];
+} pool__ledger;
+
+typedef struct pool__arena_hdr {
+    uint64_t magic, version, reserve;
+    shmq__wait work;          /* word bumped at each publish; idle workers sleep on it */
+    shmq__wait done;          /* word bumped at each completion; parent waiters sleep on it */
+    uint32_t closing;         /* atomic: 1 exit when idle, 2 exit now */
+    uint32_t done_waiters;    /* atomic: parent threads asleep on `done` */
+    uint32_t work_sleepers;   /* atomic: workers asleep on `work` */
+    uint32_t monitor_sleeping;/* atomic: the monitor waits in poll(): poke it */
+    uint64_t st_completed, st_failed; /* atomic */
+    uint64_t ring_head;       /* atomic: advanced by whoever passes a spent entry */
+    uint64_t ring_tail;       /* atomic: the parent publishes */
+    uint64_t ring[POOL__RING];/* (gen << 32) | slot */
+} pool__arena_hdr;
+
+typedef struct pool__blk { uint64_t cls; uint64_t magic; } pool__blk; /* before each arena block */
+#define POOL__BLK_MAGIC 0x6b6c626c6f6f70ull
+
+struct pool__proc {
+    unsigned char *base;      /* the arena mapping; fixed */
+    size_t reserve;           /* its length; fixed */
+    int memfd;
+    pid_t parent_pid;
+    sigset_t user_mask;       /* the signal mask workers start with */
+    pool__arena_hdr *hdr;
+    pool__ledger *ledger;     /* [nworkers] */
+    pool__pslot *slots;       /* [POOL__NSLOTS] */
+    /* the allocator, parent only, under amu: */
+    pthread_mutex_t amu;
+    size_t size;              /* bytes backed by the file */
+    size_t top;               /* bump offset */
+    unsigned char *freel[64]; /* free blocks by size class (log2) */
+    /* under pool.mu: */
+    pool_future_t *slot_future[POOL__NSLOTS]; /* the future of an APPLY slot */
+    unsigned char slot_busy[POOL__NSLOTS];
+    int nbusy;
+    pool_future_t *pend_head, *pend_tail;     /* futures waiting for a slot */
+    int *death_fd;            /* [nworkers]: read end of each worker's life pipe, -1 */
+    pid_t *pid;               /* [nworkers] */
+    int notify_rd, notify_wr; /* workers poke the monitor */
+    int ctl[2];               /* fork server: [0] ours, [1] the server's */
+    pid_t server_pid;
+    pthread_t monitor;
+    int monitor_started;      /* atomic */
+    struct pollfd *pfd;       /* the monitor's poll set (here so that forked workers still reach it) */
+    int workers_alive;
+    uint64_t deaths, started;
+};
+
+/* The process pool's parts (see >>impl-process); the thread pool calls into them. */
+struct pool__proc;
+typedef struct pool__progress pool__progress;
+static int pool__proc_create(pool_t *p, const sigset_t *user_mask);
+static void *pool__pmonitor(void *arg);
+static void pool__proc_poke(pool_t *p);
+static void pool__proc_free(pool_t *p);
+static int pool__proc_submit(pool_t *p, pool_future_t *f);
+static int pool__proc_future_wait(pool_future_t *f, int timeout_ms);
+static int pool__proc_cancel(pool_future_t *f);
+static int pool__proc_map(pool_t *p, pool_fn fn, const void *in, size_t in_size, void *out,
+                          size_t out_size, size_t n, const pool_map_opts *opts, pool__progress *pr);
+static int pool__proc_run(pool_t *p, int kind, uint64_t fn, void *ctx, void *in, void *out,
+                          size_t in_size, size_t out_size, int64_t begin, int64_t end, int64_t chunk,
+                          pool__progress *pr, pool_failure *failure);
+static void *pool__arena_alloc(struct pool__proc *pp, size_t size);
+static void pool__arena_free(struct pool__proc *pp, void *ptr);
+static int pool__is_in_arena(const struct pool__proc *pp, const void *ptr, size_t len);
+static int pool__piter_open(pool_iter_t *it, size_t nwin);
+static int pool__piter_next(pool_iter_t *it, void *out, size_t *index, int timeout_ms);
+static void pool__piter_free_windows(pool_iter_t *it);
 
 static POOL__TLS pool__worker *pool__self;
 static unsigned pool__fork_generation;
@@ -1076,6 +1232,14 @@ static void pool__stop_workers(pool_t *p, int started)
     p->go = 1;
     pthread_cond_broadcast(&p->work_cv);
     pthread_mutex_unlock(&p->mu);
+    if (p->proc) {
+        if (shmq__load(&p->proc->monitor_started, SHMQ__ACQUIRE)) {
+            pool__proc_poke(p);
+            pthread_join(p->proc->monitor, NULL);
+            shmq__store(&p->proc->monitor_started, 0, SHMQ__RELEASE);
+        }
+        return;
+    }
     for (i = 0; i < started; i++) pthread_join(p->workers[i].thread, NULL);
 }
 
@@ -1092,7 +1256,9 @@ POOL_DEF int pool_create(pool_t **out, const pool_config *cfg)
     if (c.workers < 0 || c.progress_interval_ms < 0 || c.spin_us < -1 || c.max_queued < 0)
         return POOL_EINVAL;
     if (c.kind != POOL_THREADS && c.kind != POOL_PROCESSES) return POOL_EINVAL;
-    if (c.kind == POOL_PROCESSES) return POOL_EINVAL; /* TODO(issue 4): process pool */
+    if (c.start_method != POOL_START_FORK && c.start_method != POOL_START_FORKSERVER) return POOL_EINVAL;
+    if (c.kind == POOL_PROCESSES && pool__self && pool__self->pool && pool__self->pool->proc)
+        return POOL_EINWORKER; /* a process-pool worker does not start pools of processes */
     if (c.workers == 0) c.workers = pool__online_cpus();
     if (!c.name || !c.name[0]) c.name = "pool";
     if (c.progress_interval_ms == 0) c.progress_interval_ms = 100;
@@ -1127,12 +1293,25 @@ POOL_DEF int pool_create(pool_t **out, const pool_config *cfg)
     for (i = 0; i < c.workers; i++) {
         p->workers[i].pool = p;
         p->workers[i].index = i;
-        if (pthread_create(&p->workers[i].thread, NULL, pool__worker_main, &p->workers[i]) != 0) {
-            err = POOL_ESYS;
-            break;
+    }
+    if (c.kind == POOL_PROCESSES) {
+        err = pool__proc_create(p, &old);
+        if (err == POOL_OK) {
+            if (pthread_create(&p->proc->monitor, NULL, pool__pmonitor, p) != 0) err = POOL_ESYS;
+            else {
+                shmq__store(&p->proc->monitor_started, 1, SHMQ__RELEASE);
+                started = c.workers;
+            }
         }
-        p->workers[i].started = 1;
-        started++;
+    } else {
+        for (i = 0; i < c.workers; i++) {
+            if (pthread_create(&p->workers[i].thread, NULL, pool__worker_main, &p->workers[i]) != 0) {
+                err = POOL_ESYS;
+                break;
+            }
+            p->workers[i].started = 1;
+            started++;
+        }
     }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
 
@@ -1145,6 +1324,7 @@ POOL_DEF int pool_create(pool_t **out, const pool_config *cfg)
     pthread_mutex_unlock(&p->mu);
     if (err) {
         pool__stop_workers(p, started);
+        pool__proc_free(p);
         pool__core_free(p);
         return err;
     }
@@ -1153,9 +1333,18 @@ POOL_DEF int pool_create(pool_t **out, const pool_config *cfg)
 }
 
 /* >>impl-apply */
+/* POOL_EINWORKER in a worker process of p, POOL_EFORKED in another fork child. */
+static int pool__check_caller(const pool_t *p)
+{
+    if (p->proc && pool__self && pool__self->pool == p) return POOL_EINWORKER;
+    if (pool__forked(p)) return POOL_EFORKED;
+    return POOL_OK;
+}
+
 static int pool__check_open(pool_t *p)
 {
-    if (pool__forked(p)) return POOL_EFORKED;
+    int rc = pool__check_caller(p);
+    if (rc != POOL_OK) return rc;
     if (shmq__load(&p->state, SHMQ__RELAXED) != POOL__OPEN) return POOL_ECLOSED;
     return POOL_OK;
 }
@@ -1206,7 +1395,7 @@ static int pool__submit(pool_t *p, pool_fn fn, const void *arg, size_t arg_size,
     arg_room = (arg_size + POOL__ALIGN - 1) & ~(size_t)(POOL__ALIGN - 1);
     if (arg_room < arg_size || arg_room + result_size < arg_room) return POOL_EOVERFLOW;
     need = arg_room + result_size;
-    if (p->cfg.max_queued > 0) pool__backpressure(p);
+    if (p->cfg.max_queued > 0 && !p->proc) pool__backpressure(p);
 
     /* fast path: a recycled future, small arguments copied under the one lock */
     pthread_mutex_lock(&p->mu);
@@ -1219,6 +1408,18 @@ static int pool__submit(pool_t *p, pool_fn fn, const void *arg, size_t arg_size,
         if (!f) return POOL_ENOMEM;
         pool__future_fill(f, fn, arg, arg_size, arg_room, result_size, ctx, refs);
         pthread_mutex_lock(&p->mu);
+    }
+    if (p->proc) { /* a process pool: the arguments go to the arena */
+        pthread_mutex_unlock(&p->mu);
+        rc = pool__proc_submit(p, f);
+        if (rc != POOL_OK) {
+            f->refs = 1;
+            pool__future_unref(f);
+            return rc;
+        }
+        shmq__fetch_add(&p->st_submitted, 1u, SHMQ__RELAXED);
+        if (out) *out = f;
+        return POOL_OK;
     }
     if (p->state != POOL__OPEN) {
         pthread_mutex_unlock(&p->mu);
@@ -1278,9 +1479,10 @@ static int pool__future_wait(pool_future_t *f, int timeout_ms)
     pool_t *p = f->pool;
     double end = timeout_ms > 0 ? pool__now_ms() + timeout_ms : 0;
     int in_worker = pool__self && pool__self->pool == p;
-    int spins = 0;
+    int spun = 0;
     if (shmq__load(&f->state, SHMQ__ACQUIRE) == POOL__F_DONE) return POOL_OK;
     if (pool__forked(p)) return POOL_EFORKED;
+    if (p->proc) return pool__proc_future_wait(f, timeout_ms);
     for (;;) {
         pool__take t;
         if (shmq__load(&f->state, SHMQ__ACQUIRE) == POOL__F_DONE) return POOL_OK;
@@ -1293,9 +1495,15 @@ static int pool__future_wait(pool_future_t *f, int timeout_ms)
             if (got) { pool__run_taken(p, &t); continue; }
         }
         if (timeout_ms == 0) return POOL_ETIMEDOUT;
-        if (spins < 200) { /* the runner is usually about to finish */
-            spins++;
-            shmq__cpu_relax();
+        if (!spun) { /* spin a little first: the runner is usually about to finish */
+            int can_help = in_worker && timeout_ms < 0, n = 0;
+            double until = pool__now_ms() + POOL__WAIT_SPIN_US / 1000.0;
+            spun = 1;
+            while (shmq__load(&f->state, SHMQ__ACQUIRE) != POOL__F_DONE &&
+                   !(can_help && shmq__load(&p->qlen, SHMQ__RELAXED) > 0)) {
+                shmq__cpu_relax();
+                if ((++n & 31) == 0 && pool__now_ms() > until) break;
+            }
             continue;
         }
         pthread_mutex_lock(&p->mu);
@@ -1361,8 +1569,9 @@ POOL_DEF int pool_future_cancel(pool_future_t *f)
     uint32_t expected = POOL__F_QUEUED;
     if (!f) return POOL_EINVAL;
     p = f->pool;
-    if (shmq__load(&f->state, SHMQ__ACQUIRE) != POOL__F_QUEUED) return POOL_EBUSY;
     if (pool__forked(p)) return POOL_EFORKED;
+    if (p->proc) return shmq__load(&f->state, SHMQ__ACQUIRE) == POOL__F_DONE ? POOL_EBUSY : pool__proc_cancel(f);
+    if (shmq__load(&f->state, SHMQ__ACQUIRE) != POOL__F_QUEUED) return POOL_EBUSY;
     pthread_mutex_lock(&p->mu);
     if (!f->item.queued) {
         pthread_mutex_unlock(&p->mu);
@@ -1492,12 +1701,12 @@ static void pool__job_init(pool__job *j, int kind, int64_t begin, int64_t end, i
 }
 
 /* Progress, throttled. */
-typedef struct pool__progress {
+struct pool__progress {
     pool_progress_fn fn;
     void *user;
     double next_ms;
     int interval;
-} pool__progress;
+};
 
 static void pool__progress_tick(pool__progress *pr, uint64_t done, uint64_t total, int force)
 {
@@ -1574,8 +1783,9 @@ static void pool__set_failure(const pool_map_opts *o, int code, int64_t index, i
 static int pool__check_map_args(pool_t *p, pool_fn fn, const void *in, size_t in_size,
                                 const void *out, size_t out_size, size_t n)
 {
+    int rc;
     if (!p || !fn) return POOL_EINVAL;
-    if (pool__forked(p)) return POOL_EFORKED;
+    if ((rc = pool__check_caller(p)) != POOL_OK) return rc;
     if (n == 0) return POOL_OK;
     if (!in || in_size == 0) return POOL_EINVAL;
     if ((out_size == 0) != (out == NULL)) return POOL_EINVAL;
@@ -1596,6 +1806,7 @@ POOL_DEF int pool_map(pool_t *p, pool_fn fn, const void *in, size_t in_size,
     rc = pool__check_map_args(p, fn, in, in_size, out, out_size, n);
     if (rc != POOL_OK || n == 0) return rc;
     pool__progress_init(&pr, p, opts);
+    if (p->proc) return pool__proc_map(p, fn, in, in_size, out, out_size, n, opts, &pr);
     chunk = opts && opts->chunksize ? (int64_t)opts->chunksize : pool__auto_chunk(p, (int64_t)n, pr.fn != NULL);
     pool__job_init(&j, POOL__JOB_MAP, 0, (int64_t)n, chunk);
     j.fn = fn;
@@ -1615,14 +1826,21 @@ POOL_DEF int pool_parallel_for(pool_t *p, int64_t begin, int64_t end, int64_t gr
     pool__job j;
     pool__progress pr;
     int64_t range;
+    int rc;
     if (!p || !body || grain < 0 || end < begin) return POOL_EINVAL;
-    if (pool__forked(p)) return POOL_EFORKED;
+    if ((rc = pool__check_caller(p)) != POOL_OK) return rc;
     if (end == begin) return POOL_OK;
     if (shmq__load(&p->state, SHMQ__RELAXED) != POOL__OPEN) return POOL_ECLOSED;
     if ((uint64_t)end - (uint64_t)begin > (uint64_t)INT64_MAX) return POOL_EOVERFLOW;
     range = end - begin;
     pool__progress_init(&pr, p, NULL);
     if (grain == 0) grain = pool__auto_chunk(p, range, pr.fn != NULL);
+    if (p->proc) {
+        pool_failure f;
+        uint64_t fnv;
+        memcpy(&fnv, &body, sizeof body);
+        return pool__proc_run(p, POOL__PJ_FOR, fnv, ctx, NULL, NULL, 0, 0, begin, end, grain, &pr, &f);
+    }
     pool__job_init(&j, POOL__JOB_FOR, begin, end, grain);
     j.body = body;
     j.ctx = ctx;
@@ -1640,6 +1858,9 @@ struct pool_iter_s {
     int64_t cur_slot;         /* slot being yielded, -1 */
     int64_t cur_pos, cur_len; /* position in it */
     pool__progress pr;
+    struct pool__pwin *win;   /* process pool: the chunks in flight */
+    size_t nwin;
+    uint64_t next_pub;        /* process pool: the next chunk to publish */
 };
 
 static int pool__imap(pool_t *p, pool_fn fn, const void *in, size_t in_size, size_t out_size,
@@ -1680,6 +1901,17 @@ static int pool__imap(pool_t *p, pool_fn fn, const void *in, size_t in_size, siz
     j->in = (const unsigned char *)in;
     j->in_size = in_size;
     j->out_size = out_size;
+    if (p->proc) {
+        if (nslots > POOL__NSLOTS / 2) nslots = POOL__NSLOTS / 2;
+        rc = pool__piter_open(it, nslots);
+        if (rc != POOL_OK) {
+            POOL_FREE(it);
+            return rc;
+        }
+        shmq__fetch_add(&p->st_submitted, (uint64_t)n, SHMQ__RELAXED);
+        *out = it;
+        return POOL_OK;
+    }
     j->nslots = j->free_slots = nslots;
     j->slot_chunk = (int64_t *)POOL_MALLOC(nslots * sizeof *j->slot_chunk);
     j->slot_state = (unsigned char *)POOL_MALLOC(nslots);
@@ -1775,6 +2007,7 @@ POOL_DEF int pool_iter_next(pool_iter_t *it, void *out, size_t *index, int timeo
     p = it->pool;
     j = &it->job;
     if (pool__forked(p)) return POOL_EFORKED;
+    if (p->proc && it->total) return pool__piter_next(it, out, index, timeout_ms);
     end = timeout_ms > 0 ? pool__now_ms() + timeout_ms : 0;
     for (;;) {
         pool__take t;
@@ -1852,6 +2085,11 @@ POOL_DEF void pool_iter_free(pool_iter_t *it)
     if (!it) return;
     p = it->pool;
     j = &it->job;
+    if (p->proc) {
+        if (!pool__forked(p)) pool__piter_free_windows(it);
+        POOL_FREE(it);
+        return;
+    }
     if (j->nchunks > 0 && !pool__forked(p)) {
         uint64_t not_run;
         pthread_mutex_lock(&p->mu);
@@ -1873,15 +2111,1242 @@ POOL_DEF void pool_iter_free(pool_iter_t *it)
     POOL_FREE(it);
 }
 
+/* >>process-arena */
+static int pool__is_in_arena(const struct pool__proc *pp, const void *ptr, size_t len)
+{
+    const unsigned char *c = (const unsigned char *)ptr;
+    return c >= pp->base && c <= pp->base + pp->reserve && len <= (size_t)(pp->base + pp->reserve - c);
+}
+
+/* Grows the file so that [0, need) is backed; the space is reserved now, so a
+ * full /dev/shm fails here rather than with SIGBUS in a worker. Under amu. */
+static int pool__arena_grow(struct pool__proc *pp, size_t need)
+{
+    size_t n = pp->size ? pp->size : ((size_t)1 << 20);
+    if (need <= pp->size) return 0;
+    if (need > pp->reserve) return -1;
+    while (n < need) n = n > pp->reserve / 2 ? pp->reserve : n * 2;
+    if (ftruncate(pp->memfd, (off_t)n) != 0) return -1;
+#if SHMQ__LINUX
+    if (posix_fallocate(pp->memfd, (off_t)pp->size, (off_t)(n - pp->size)) != 0) {
+        if (ftruncate(pp->memfd, (off_t)pp->size) != 0) { /* nothing more to do */ }
+        return -1;
+    }
+#endif
+    pp->size = n;
+    return 0;
+}
+
+/* Parent only. 64-byte aligned, power-of-two size classes (at most 2x waste). */
+static void *pool__arena_alloc(struct pool__proc *pp, size_t size)
+{
+    unsigned cls = 6;
+    unsigned char *blk;
+    if (size > pp->reserve) return NULL;
+    while (((size_t)1 << cls) < size + 64) cls++;
+    pthread_mutex_lock(&pp->amu);
+    blk = pp->freel[cls];
+    if (blk) {
+        memcpy(&pp->freel[cls], blk + sizeof(pool__blk), sizeof blk);
+    } else {
+        size_t off = pp->top;
+        if (off + ((size_t)1 << cls) < off || pool__arena_grow(pp, off + ((size_t)1 << cls)) != 0) {
+            pthread_mutex_unlock(&pp->amu);
+            return NULL;
+        }
+        pp->top = off + ((size_t)1 << cls);
+        blk = pp->base + off;
+    }
+    pthread_mutex_unlock(&pp->amu);
+    ((pool__blk *)blk)->cls = cls;
+    ((pool__blk *)blk)->magic = POOL__BLK_MAGIC;
+    return blk + 64;
+}
+
+static void pool__arena_free(struct pool__proc *pp, void *ptr)
+{
+    unsigned char *blk;
+    unsigned cls;
+    if (!ptr) return;
+    blk = (unsigned char *)ptr - 64;
+    POOL_ASSERT(((pool__blk *)blk)->magic == POOL__BLK_MAGIC);
+    cls = (unsigned)((pool__blk *)blk)->cls;
+    ((pool__blk *)blk)->magic = 0;
+    pthread_mutex_lock(&pp->amu);
+    memcpy(blk + sizeof(pool__blk), &pp->freel[cls], sizeof blk);
+    pp->freel[cls] = blk;
+    pthread_mutex_unlock(&pp->amu);
+}
+
+static int pool__arena_map(struct pool__proc *pp, size_t reserve)
+{
+    size_t fixed;
+    void *m;
+#if SHMQ__LINUX && defined(SYS_memfd_create)
+    pp->memfd = (int)syscall(SYS_memfd_create, "ckit-pool", 1u /* MFD_CLOEXEC */);
+#else
+    pp->memfd = -1;
+#endif
+    if (pp->memfd < 0) { /* POSIX: a name unlinked at once, so nothing can leak */
+        char name[64];
+        static unsigned counter;
+        unsigned k;
+        for (k = 0; k < 100 && pp->memfd < 0; k++) {
+            snprintf(name, sizeof name, "/ckit-pool-%ld-%u", (long)getpid(),
+                     shmq__fetch_add(&counter, 1u, SHMQ__RELAXED));
+            pp->memfd = shm_open(name, O_RDWR | O_CREAT | O_EXCL, 0600);
+            if (pp->memfd >= 0) shm_unlink(name);
+        }
+        if (pp->memfd < 0) return -1;
+        fcntl(pp->memfd, F_SETFD, FD_CLOEXEC);
+    }
+    m = mmap(NULL, reserve, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, pp->memfd, 0);
+    if (m == MAP_FAILED) {
+        close(pp->memfd);
+        return -1;
+    }
+    pp->base = (unsigned char *)m;
+    pp->reserve = reserve;
+    fixed = sizeof(pool__arena_hdr) + sizeof(pool__pslot) * POOL__NSLOTS;
+    fixed = (fixed + 63) & ~(size_t)63;
+    pp->top = fixed; /* the ledger follows, placed by the caller */
+    if (pool__arena_grow(pp, fixed + ((size_t)1 << 20)) != 0) {
+        munmap(m, reserve);
+        close(pp->memfd);
+        return -1;
+    }
+    pp->hdr = (pool__arena_hdr *)(void *)pp->base;
+    pp->slots = (pool__pslot *)(void *)(pp->base + sizeof(pool__arena_hdr));
+    return 0;
+}
+
+/* >>process-worker: what runs in the worker processes */
+static void pool__pnotify(struct pool__proc *pp)
+{
+    pool__arena_hdr *h = pp->hdr;
+    shmq__fetch_add(&h->done.word, 1u, SHMQ__SEQ_CST);
+    if (shmq__load(&h->done_waiters, SHMQ__SEQ_CST)) shmq__futex_wake(&h->done, INT_MAX);
+    if (shmq__load(&h->monitor_sleeping, SHMQ__SEQ_CST) &&
+        shmq__xchg(&h->monitor_sleeping, 0u, SHMQ__SEQ_CST)) {
+        char c = 1;
+        if (write(pp->notify_wr, &c, 1) < 0) { /* the monitor polls anyway */ }
+    }
+}
+
+/* Sets the slot's done flag if every chunk is done or cancelled; the one who sets
+ * it tells the parent. Any process. */
+static void pool__pcheck_done(struct pool__proc *pp, pool__pslot *s, uint32_t gen)
+{
+    uint32_t c, zero = 0, n;
+    if (shmq__load(&s->gen, SHMQ__ACQUIRE) != gen) return;
+    n = s->nchunks;
+    for (c = 0; c < n; c++) {
+        uint32_t v = shmq__load(&s->chunks[c].state, SHMQ__ACQUIRE) & 0xFFFFu;
+        if (v != POOL__CH_DONE && v != POOL__CH_CANCELLED) return;
+    }
+    if (shmq__cas(&s->done, &zero, 1u)) pool__pnotify(pp);
+}
+
+static void pool__prun_chunk(pool_t *p, pool__pslot *s, uint32_t c, uint32_t gen, int w)
+{
+    struct pool__proc *pp = p->proc;
+    pool__pchunk *ch = &s->chunks[c];
+    int64_t b = s->begin + (int64_t)c * s->chunk, e = b + s->chunk, i, ran = 0, fails = 0;
+    unsigned char *in = (unsigned char *)(uintptr_t)s->in, *out = (unsigned char *)(uintptr_t)s->out;
+    int *codes = (int *)(uintptr_t)s->codes;
+    void *ctx = (void *)(uintptr_t)s->ctx;
+    if (e > s->end) e = s->end;
+    if (s->kind == POOL__PJ_FOR) {
+        pool_range_fn body;
+        int code;
+        memcpy(&body, &s->fn, sizeof body);
+        shmq__store(&ch->pos, b, SHMQ__RELAXED);
+        code = body(ch->pos, e, ctx);
+        if (code) { ch->fail_index = b; ch->fail_code = code; ch->fail_count = 1; fails = 1; }
+        ran = e - b;
+    } else {
+        pool_fn fn;
+        memcpy(&fn, &s->fn, sizeof fn);
+        for (i = shmq__load(&ch->pos, SHMQ__RELAXED); i < e; i++) {
+            int code;
+            shmq__store(&ch->pos, i, SHMQ__RELAXED);
+            code = fn(in + (size_t)(i - s->begin) * s->in_size,
+                      s->out_size ? out + (size_t)(i - s->begin) * s->out_size : NULL, ctx);
+            if (codes) codes[i - s->begin] = code;
+            if (code) {
+                if (ch->fail_index < 0) { ch->fail_index = i; ch->fail_code = code; }
+                ch->fail_count++;
+                fails++;
+            }
+            ran++;
+            shmq__store(&ch->ran, ch->ran + 1, SHMQ__RELAXED);
+        }
+    }
+    shmq__store(&ch->pos, e, SHMQ__RELAXED);
+    shmq__fetch_add(&pp->hdr->st_completed, (uint64_t)(ran - fails), SHMQ__RELAXED);
+    if (fails) shmq__fetch_add(&pp->hdr->st_failed, (uint64_t)fails, SHMQ__RELAXED);
+    shmq__store(&ch->state, ((gen & 0xFFFFu) << 16) | POOL__CH_DONE, SHMQ__RELEASE);
+    pool__pcheck_done(pp, s, gen);
+    pp->ledger[w].tasks += (uint64_t)ran;
+}
+
+/* Claims a free chunk of some published job: 1 and *slot, *chunk, *gen, or 0. */
+static int pool__pclaim(struct pool__proc *pp, int w, pool__pslot **slot, uint32_t *chunk, uint32_t *gen)
+{
+    pool__arena_hdr *h = pp->hdr;
+    uint64_t head = shmq__load(&h->ring_head, SHMQ__ACQUIRE);
+    uint64_t tail = shmq__load(&h->ring_tail, SHMQ__ACQUIRE), i;
+    for (i = head; i < tail; i++) {
+        uint64_t e = shmq__load(&h->ring[i % POOL__RING], SHMQ__ACQUIRE);
+        uint32_t si = (uint32_t)(e & 0xFFFFFFFFu), g = (uint32_t)(e >> 32), c, n;
+        pool__pslot *s = &pp->slots[si];
+        int spent = 1;
+        if (si < POOL__NSLOTS && shmq__load(&s->gen, SHMQ__ACQUIRE) == g && !shmq__load(&s->done, SHMQ__ACQUIRE)) {
+            uint32_t want = (g & 0xFFFFu) << 16 | POOL__CH_FREE;
+            n = s->nchunks;
+            for (c = 0; c < n && c < POOL__MAXCH; c++) {
+                uint32_t v = want;
+                if (shmq__load(&s->chunks[c].state, SHMQ__RELAXED) != want) continue;
+                spent = 0;
+                if (shmq__cas(&s->chunks[c].state, &v, (want & 0xFFFF0000u) | (uint32_t)(w + 1))) {
+                    *slot = s;
+                    *chunk = c;
+                    *gen = g;
+                    return 1;
+                }
+            }
+        }
+        if (spent && i == head) { /* nothing left to claim there: move the head on */
+            uint64_t hh = head;
+            shmq__cas(&h->ring_head, &hh, head + 1);
+            head++;
+        }
+    }
+    return 0;
+}
+
+static void pool__pworker_main(pool_t *p, int w)
+{
+    struct pool__proc *pp = p->proc;
+    pool__arena_hdr *h = pp->hdr;
+    pool__ledger *me = &pp->ledger[w];
+    uint64_t max_tasks = p->cfg.max_tasks_per_child;
+    int k;
+    pid_t parent = pp->server_pid > 0 ? pp->server_pid : pp->parent_pid;
+    pool__self = &p->workers[w];
+#if SHMQ__LINUX
+    prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+#endif
+    if (getppid() != parent) _exit(0); /* the parent died before PR_SET_PDEATHSIG took */
+    signal(SIGINT, SIG_IGN); /* Ctrl-C is the parent's to handle: no noise from workers */
+    pthread_sigmask(SIG_SETMASK, &pp->user_mask, NULL);
+    /* close what belongs to the parent and to the other workers */
+    for (k = 0; k < p->nworkers; k++)
+        if (pp->death_fd[k] >= 0) close(pp->death_fd[k]);
+    if (pp->notify_rd >= 0) close(pp->notify_rd);
+    if (pp->ctl[0] >= 0) close(pp->ctl[0]);
+    pool__set_thread_name(p->cfg.name, w);
+    me->tasks = 0;
+    shmq__store(&me->pid, (int32_t)getpid(), SHMQ__RELAXED);
+    if (p->cfg.initializer && p->cfg.initializer(w, p->cfg.init_ctx) != 0) {
+        shmq__store(&me->state, (uint32_t)POOL__W_INITFAIL, SHMQ__SEQ_CST);
+        pool__pnotify(pp);
+        _exit(3);
+    }
+    shmq__store(&me->state, (uint32_t)POOL__W_READY, SHMQ__SEQ_CST);
+    pool__pnotify(pp);
+    for (;;) {
+        pool__pslot *s;
+        uint32_t c, g, seen = shmq__load(&h->work.word, SHMQ__ACQUIRE);
+        uint32_t closing;
+        if (pool__pclaim(pp, w, &s, &c, &g)) {
+            pool__prun_chunk(p, s, c, g, w);
+            if (max_tasks && me->tasks >= max_tasks) {
+                shmq__store(&me->state, (uint32_t)POOL__W_RETIRING, SHMQ__SEQ_CST);
+                break;
+            }
+            continue;
+        }
+        closing = shmq__load(&h->closing, SHMQ__ACQUIRE);
+        if (closing) break;
+        shmq__fetch_add(&h->work_sleepers, 1u, SHMQ__SEQ_CST);
+        if (shmq__load(&h->work.word, SHMQ__SEQ_CST) == seen && !shmq__load(&h->closing, SHMQ__SEQ_CST))
+            shmq__futex_wait(&h->work, seen, 250);
+        shmq__fetch_sub(&h->work_sleepers, 1u, SHMQ__SEQ_CST);
+        if (getppid() != parent) break; /* orphaned (where PR_SET_PDEATHSIG is missing) */
+    }
+    if (p->cfg.finalizer) p->cfg.finalizer(w, p->cfg.init_ctx);
+    _exit(0);
+}
+
+/* >>process-parent */
+
+/* Forks worker w (from the monitor thread, or through the fork server). */
+static int pool__pspawn(pool_t *p, int w)
+{
+    struct pool__proc *pp = p->proc;
+    int fds[2];
+    pid_t pid;
+    if (pp->server_pid > 0) {
+        /* the server forks; it sends back the pid and the read end of the life pipe */
+        struct msghdr mh;
+        struct iovec iov;
+        int32_t msg[2];
+        union { char buf[CMSG_SPACE(sizeof(int))]; struct cmsghdr align; } u;
+        struct cmsghdr *cm;
+        ssize_t r;
+        msg[0] = w;
+        msg[1] = 0;
+        if (write(pp->ctl[0], msg, sizeof msg) != (ssize_t)sizeof msg) return -1;
+        memset(&mh, 0, sizeof mh);
+        iov.iov_base = msg;
+        iov.iov_len = sizeof msg;
+        mh.msg_iov = &iov;
+        mh.msg_iovlen = 1;
+        mh.msg_control = u.buf;
+        mh.msg_controllen = sizeof u.buf;
+        do r = recvmsg(pp->ctl[0], &mh, 0); while (r < 0 && errno == EINTR);
+        if (r != (ssize_t)sizeof msg || msg[1] <= 0) return -1;
+        cm = CMSG_FIRSTHDR(&mh);
+        if (!cm || cm->cmsg_type != SCM_RIGHTS) return -1;
+        memcpy(&pp->death_fd[w], CMSG_DATA(cm), sizeof(int));
+        fcntl(pp->death_fd[w], F_SETFD, FD_CLOEXEC);
+        pp->pid[w] = msg[1];
+        pp->started++;
+        return 0;
+    }
+    if (pipe(fds) != 0) return -1;
+    shmq__store(&pp->ledger[w].state, (uint32_t)POOL__W_STARTING, SHMQ__SEQ_CST);
+    pid = fork();
+    if (pid < 0) {
+        close(fds[0]);
+        close(fds[1]);
+        return -1;
+    }
+    if (pid == 0) {
+        close(fds[0]);
+        pool__pworker_main(p, w); /* never returns */
+    }
+    close(fds[1]);
+    fcntl(fds[0], F_SETFD, FD_CLOEXEC);
+    pp->death_fd[w] = fds[0];
+    pp->pid[w] = pid;
+    pp->started++;
+    return 0;
+}
+
+/* The fork server: a single-threaded process forked at pool_create. It forks the
+ * workers on request and reports their deaths; it exits when the parent does. */
+static void pool__fork_server(pool_t *p)
+{
+    struct pool__proc *pp = p->proc;
+    int fd = pp->ctl[1];
+    close(pp->ctl[0]);
+    pp->ctl[0] = -1;
+    pp->server_pid = getpid(); /* the workers' parent */
+    signal(SIGINT, SIG_IGN);
+#if SHMQ__LINUX
+    prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+#endif
+    for (;;) {
+        int32_t msg[2];
+        ssize_t r = read(fd, msg, sizeof msg);
+        int fds[2];
+        pid_t pid;
+        if (r != (ssize_t)sizeof msg) break; /* the parent is gone (or closed us) */
+        while (waitpid(-1, NULL, WNOHANG) > 0) {} /* reap what died meanwhile */
+        msg[1] = -1;
+        if (msg[0] >= 0 && msg[0] < p->nworkers && pipe(fds) == 0) {
+            pid = fork();
+            if (pid == 0) {
+                close(fds[0]);
+                close(fd);
+                pp->ctl[1] = -1;
+                pool__pworker_main(p, msg[0]);
+            }
+            if (pid > 0) {
+                struct msghdr mh;
+                struct iovec iov;
+                union { char buf[CMSG_SPACE(sizeof(int))]; struct cmsghdr align; } u;
+                struct cmsghdr *cm;
+                msg[1] = (int32_t)pid;
+                memset(&mh, 0, sizeof mh);
+                memset(&u, 0, sizeof u);
+                iov.iov_base = msg;
+                iov.iov_len = sizeof msg;
+                mh.msg_iov = &iov;
+                mh.msg_iovlen = 1;
+                mh.msg_control = u.buf;
+                mh.msg_controllen = sizeof u.buf;
+                cm = CMSG_FIRSTHDR(&mh);
+                cm->cmsg_level = SOL_SOCKET;
+                cm->cmsg_type = SCM_RIGHTS;
+                cm->cmsg_len = CMSG_LEN(sizeof(int));
+                memcpy(CMSG_DATA(cm), &fds[0], sizeof(int));
+                if (sendmsg(fd, &mh, 0) < 0) { /* the parent is gone */ }
+            } else if (write(fd, msg, sizeof msg) < 0) { /* nothing more to do */ }
+            close(fds[0]);
+            close(fds[1]);
+        } else if (write(fd, msg, sizeof msg) < 0) { /* nothing more to do */ }
+    }
+    _exit(0); /* our workers die with us (their PR_SET_PDEATHSIG, or orphan check) */
+}
+
+/* The exit status of worker w: the signal that killed it, 0 for a normal exit. */
+static int pool__preap(pool_t *p, int w)
+{
+    struct pool__proc *pp = p->proc;
+    int status = 0;
+    if (pp->server_pid > 0) {
+        /* the server reaps its children; a death there is seen through the pipe */
+        return pp->ledger[w].state == POOL__W_RETIRING ? 0 : SIGKILL;
+    }
+    while (waitpid(pp->pid[w], &status, 0) < 0 && errno == EINTR) {}
+    if (WIFSIGNALED(status)) return WTERMSIG(status);
+    return 0;
+}
+
+/* Marks every chunk worker w held: its element failed with POOL_EWORKERDIED, the
+ * rest of the chunk is free again. Under pool.mu, with the worker dead. */
+static void pool__precover(pool_t *p, int w, int sig)
+{
+    struct pool__proc *pp = p->proc;
+    int si;
+    for (si = 0; si < POOL__NSLOTS; si++) {
+        pool__pslot *s = &pp->slots[si];
+        uint32_t g, c, republish = 0;
+        if (!pp->slot_busy[si]) continue;
+        g = shmq__load(&s->gen, SHMQ__ACQUIRE);
+        for (c = 0; c < s->nchunks; c++) {
+            pool__pchunk *ch = &s->chunks[c];
+            uint32_t v = shmq__load(&ch->state, SHMQ__ACQUIRE);
+            int64_t b, e, at;
+            if ((v & 0xFFFFu) != (uint32_t)(w + 1)) continue;
+            b = s->begin + (int64_t)c * s->chunk;
+            e = b + s->chunk > s->end ? s->end : b + s->chunk;
+            at = shmq__load(&ch->pos, SHMQ__RELAXED);
+            if (at < b) at = b;
+            if (s->kind == POOL__PJ_FOR) at = b;
+            /* (atomic accesses: the readers synchronise through other processes,
+             * which ThreadSanitizer cannot follow) */
+            if (shmq__load(&ch->fail_index, SHMQ__RELAXED) < 0 || at < shmq__load(&ch->fail_index, SHMQ__RELAXED)) {
+                shmq__store(&ch->fail_index, at, SHMQ__RELAXED);
+                shmq__store(&ch->fail_code, (int32_t)POOL_EWORKERDIED, SHMQ__RELAXED);
+                shmq__store(&ch->fail_signal, (int32_t)sig, SHMQ__RELAXED);
+            }
+            shmq__fetch_add(&ch->fail_count, 1, SHMQ__RELAXED);
+            if (s->codes && at < e) ((int *)(uintptr_t)s->codes)[at - s->begin] = POOL_EWORKERDIED;
+            shmq__fetch_add(&pp->hdr->st_failed, 1u, SHMQ__RELAXED);
+            if (s->kind == POOL__PJ_FOR || at + 1 >= e) {
+                shmq__store(&ch->pos, e, SHMQ__RELAXED);
+                shmq__store(&ch->state, (v & 0xFFFF0000u) | POOL__CH_DONE, SHMQ__RELEASE);
+            } else {
+                shmq__store(&ch->pos, at + 1, SHMQ__RELAXED);
+                shmq__store(&ch->state, (v & 0xFFFF0000u) | POOL__CH_FREE, SHMQ__RELEASE);
+                republish = 1;
+            }
+        }
+        if (republish) { /* so that idle workers look at it again */
+            pool__arena_hdr *h = pp->hdr;
+            uint64_t t = shmq__load(&h->ring_tail, SHMQ__RELAXED);
+            shmq__store(&h->ring[t % POOL__RING], ((uint64_t)g << 32) | (uint64_t)si, SHMQ__RELEASE);
+            shmq__store(&h->ring_tail, t + 1, SHMQ__RELEASE);
+            shmq__fetch_add(&h->work.word, 1u, SHMQ__SEQ_CST);
+            shmq__futex_wake(&h->work, INT_MAX);
+        }
+        pool__pcheck_done(pp, s, g);
+    }
+}
+
+/* Publishes a job in slot si. Under pool.mu. */
+static void pool__ppublish(pool_t *p, int si, int kind, uint64_t fn, void *ctx, void *in, void *out,
+                           int *codes, size_t in_size, size_t out_size, int64_t begin, int64_t end,
+                           int64_t chunk)
+{
+    struct pool__proc *pp = p->proc;
+    pool__arena_hdr *h = pp->hdr;
+    pool__pslot *s = &pp->slots[si];
+    uint32_t g = shmq__load(&s->gen, SHMQ__RELAXED), c;
+    uint64_t t, head;
+    shmq__store(&s->gen, g + 1, SHMQ__RELEASE); /* odd: being written */
+    g += 2;
+    s->kind = (uint32_t)kind;
+    s->fn = fn;
+    s->ctx = (uint64_t)(uintptr_t)ctx;
+    s->in = (uint64_t)(uintptr_t)in;
+    s->out = (uint64_t)(uintptr_t)out;
+    s->codes = (uint64_t)(uintptr_t)codes;
+    s->in_size = in_size;
+    s->out_size = out_size;
+    s->begin = begin;
+    s->end = end;
+    s->chunk = chunk;
+    s->nchunks = (uint32_t)((end - begin + chunk - 1) / chunk);
+    shmq__store(&s->done, 0u, SHMQ__RELAXED);
+    for (c = 0; c < s->nchunks; c++) {
+        pool__pchunk *ch = &s->chunks[c];
+        ch->pos = begin + (int64_t)c * chunk;
+        ch->fail_index = -1;
+        ch->fail_code = 0;
+        ch->fail_signal = 0;
+        ch->fail_count = 0;
+        ch->ran = 0;
+        shmq__store(&ch->state, ((g & 0xFFFFu) << 16) | POOL__CH_FREE, SHMQ__RELAXED);
+    }
+    shmq__store(&s->gen, g, SHMQ__RELEASE); /* even: published */
+    t = shmq__load(&h->ring_tail, SHMQ__RELAXED);
+    head = shmq__load(&h->ring_head, SHMQ__ACQUIRE);
+    while (t - head >= POOL__RING) { /* full of spent entries: pass them ourselves */
+        shmq__cas(&h->ring_head, &head, head + 1);
+        head = shmq__load(&h->ring_head, SHMQ__ACQUIRE);
+    }
+    shmq__store(&h->ring[t % POOL__RING], ((uint64_t)g << 32) | (uint64_t)(uint32_t)si, SHMQ__RELEASE);
+    shmq__store(&h->ring_tail, t + 1, SHMQ__RELEASE);
+    shmq__fetch_add(&h->work.word, 1u, SHMQ__SEQ_CST);
+    if (shmq__load(&h->work_sleepers, SHMQ__SEQ_CST))
+        shmq__futex_wake(&h->work, (int)(s->nchunks < (uint32_t)p->nworkers ? s->nchunks : (uint32_t)p->nworkers));
+}
+
+static int pool__pslot_take(pool_t *p)
+{
+    struct pool__proc *pp = p->proc;
+    int si;
+    for (si = 0; si < POOL__NSLOTS; si++)
+        if (!pp->slot_busy[si]) {
+            pp->slot_busy[si] = 1;
+            pp->nbusy++;
+            return si;
+        }
+    return -1;
+}
+
+static void pool__pslot_release(pool_t *p, int si)
+{
+    p->proc->slot_busy[si] = 0;
+    p->proc->slot_future[si] = NULL;
+    p->proc->nbusy--;
+    pthread_cond_broadcast(&p->done_cv); /* someone may wait for a slot */
+}
+
+/* Publishes queued futures while slots are free. Under pool.mu. */
+static void pool__ppublish_pending(pool_t *p)
+{
+    struct pool__proc *pp = p->proc;
+    while (pp->pend_head) {
+        pool_future_t *f = pp->pend_head;
+        uint64_t fn;
+        int si = pool__pslot_take(p);
+        if (si < 0) return;
+        pp->pend_head = (pool_future_t *)(void *)f->item.next;
+        if (!pp->pend_head) pp->pend_tail = NULL;
+        f->item.next = NULL;
+        f->item.queued = 0;
+        shmq__store(&f->pslot, si, SHMQ__RELAXED);
+        pp->slot_future[si] = f;
+        memcpy(&fn, &f->fn, sizeof fn);
+        pool__ppublish(p, si, POOL__PJ_APPLY, fn, f->ctx, f->abuf, f->abuf + f->aroom, NULL,
+                       f->arg_size, f->result_size, 0, 1, 1);
+    }
+}
+
+/* Collects finished APPLY slots: copies each result to the parent's memory and
+ * returns the futures to complete (outside the lock). Under pool.mu. */
+static pool_future_t *pool__pharvest(pool_t *p)
+{
+    struct pool__proc *pp = p->proc;
+    pool_future_t *list = NULL;
+    int si;
+    for (si = 0; si < POOL__NSLOTS; si++) {
+        pool__pslot *s = &pp->slots[si];
+        pool_future_t *f = pp->slot_future[si];
+        if (!pp->slot_busy[si] || !f || !shmq__load(&s->done, SHMQ__ACQUIRE)) continue;
+        f->code = shmq__load(&s->chunks[0].fail_index, SHMQ__ACQUIRE) >= 0
+                      ? shmq__load(&s->chunks[0].fail_code, SHMQ__RELAXED) : 0;
+        f->signal = shmq__load(&s->chunks[0].fail_signal, SHMQ__RELAXED);
+        if ((shmq__load(&s->chunks[0].state, SHMQ__ACQUIRE) & 0xFFFFu) == POOL__CH_CANCELLED)
+            f->code = POOL_ECANCELLED;
+        if (f->code == 0 && f->result_size) memcpy(f->result, f->abuf + f->aroom, f->result_size);
+        pool__arena_free(pp, f->abuf);
+        f->abuf = NULL;
+        shmq__store(&f->pslot, -1, SHMQ__RELAXED);
+        pool__pslot_release(p, si);
+        f->free_next = list;
+        list = f;
+    }
+    pool__ppublish_pending(p);
+    return list;
+}
+
+static void pool__pcomplete_list(pool_future_t *list)
+{
+    while (list) {
+        pool_future_t *f = list;
+        list = f->free_next;
+        pool__future_complete(f, f->code, f->signal);
+        pool__future_unref(f); /* the queue's reference, which the slot held */
+    }
+}
+
+/* Cancels everything in flight (terminate): every chunk not done becomes
+ * CANCELLED, every pending future completes with POOL_ECANCELLED. Under pool.mu. */
+static pool_future_t *pool__pcancel_all(pool_t *p)
+{
+    struct pool__proc *pp = p->proc;
+    pool_future_t *list = NULL;
+    int si;
+    for (si = 0; si < POOL__NSLOTS; si++) {
+        pool__pslot *s = &pp->slots[si];
+        uint32_t c, g;
+        if (!pp->slot_busy[si]) continue;
+        g = shmq__load(&s->gen, SHMQ__ACQUIRE);
+        for (c = 0; c < s->nchunks; c++) {
+            uint32_t v = shmq__load(&s->chunks[c].state, SHMQ__ACQUIRE);
+            if ((v & 0xFFFFu) != POOL__CH_DONE)
+                shmq__store(&s->chunks[c].state, (v & 0xFFFF0000u) | POOL__CH_CANCELLED, SHMQ__RELEASE);
+        }
+        pool__pcheck_done(pp, s, g);
+    }
+    while (pp->pend_head) {
+        pool_future_t *f = pp->pend_head;
+        pp->pend_head = (pool_future_t *)(void *)f->item.next;
+        f->item.next = NULL;
+        f->code = POOL_ECANCELLED;
+        f->signal = 0;
+        pool__arena_free(pp, f->abuf);
+        f->abuf = NULL;
+        f->free_next = list;
+        list = f;
+    }
+    pp->pend_tail = NULL;
+    return list;
+}
+
+static void pool__pkill_all(pool_t *p)
+{
+    struct pool__proc *pp = p->proc;
+    int w;
+    for (w = 0; w < p->nworkers; w++)
+        if (pp->pid[w] > 0) kill(pp->pid[w], SIGKILL);
+}
+
+/* The monitor thread: forks the workers, watches them, collects futures. */
+static void *pool__pmonitor(void *arg)
+{
+    pool_t *p = (pool_t *)arg;
+    struct pool__proc *pp = p->proc;
+    pool__arena_hdr *h = pp->hdr;
+    struct pollfd *pfd = pp->pfd;
+    int w, ready = 0;
+    /* start the workers and wait for their initializers */
+    for (w = 0; w < p->nworkers; w++) {
+        if (pool__pspawn(p, w) != 0) break;
+        pp->workers_alive++;
+    }
+    while (pfd && ready < pp->workers_alive) {
+        uint32_t seen = shmq__load(&h->done.word, SHMQ__ACQUIRE);
+        int failed = 0;
+        ready = 0;
+        for (w = 0; w < pp->workers_alive; w++) {
+            uint32_t st = shmq__load(&pp->ledger[w].state, SHMQ__ACQUIRE);
+            if (st == POOL__W_READY) ready++;
+            if (st == POOL__W_INITFAIL) failed = 1;
+        }
+        if (failed) break;
+        if (ready < pp->workers_alive) {
+            struct pollfd one;
+            int dead = 0;
+            for (w = 0; w < pp->workers_alive && !dead; w++) { /* a worker that died starting */
+                one.fd = pp->death_fd[w];
+                one.events = POLLIN;
+                if (poll(&one, 1, 0) > 0) dead = 1;
+            }
+            if (dead) break;
+            shmq__fetch_add(&h->done_waiters, 1u, SHMQ__SEQ_CST);
+            shmq__futex_wait(&h->done, seen, 20);
+            shmq__fetch_sub(&h->done_waiters, 1u, SHMQ__SEQ_CST);
+        }
+    }
+    pthread_mutex_lock(&p->mu);
+    p->init_done = p->nworkers;
+    if (!pfd || ready < p->nworkers) p->init_failed = 1;
+    pthread_cond_broadcast(&p->done_cv);
+    while (!p->go) pthread_cond_wait(&p->work_cv, &p->mu);
+    pthread_mutex_unlock(&p->mu);
+
+    for (;;) {
+        pool_future_t *done_list;
+        int n = 0, state, idle, r;
+        pthread_mutex_lock(&p->mu);
+        done_list = pool__pharvest(p);
+        state = p->state;
+        idle = pp->nbusy == 0 && !pp->pend_head;
+        pthread_mutex_unlock(&p->mu);
+        pool__pcomplete_list(done_list);
+        if (state == POOL__TERMINATED || (state == POOL__CLOSED && idle) || p->init_failed) {
+            shmq__store(&h->closing, state == POOL__CLOSED && !p->init_failed ? 1u : 2u, SHMQ__SEQ_CST);
+            shmq__fetch_add(&h->work.word, 1u, SHMQ__SEQ_CST);
+            shmq__futex_wake(&h->work, INT_MAX);
+            if (state != POOL__CLOSED || p->init_failed) pool__pkill_all(p);
+            break;
+        }
+        for (w = 0; w < p->nworkers; w++) {
+            pfd[n].fd = pp->death_fd[w];
+            pfd[n].events = POLLIN;
+            pfd[n].revents = 0;
+            n++;
+        }
+        pfd[n].fd = pp->notify_rd;
+        pfd[n].events = POLLIN;
+        pfd[n].revents = 0;
+        shmq__store(&h->monitor_sleeping, 1u, SHMQ__SEQ_CST);
+        {
+            int si, pending = 0; /* a completion may have slipped in before the flag */
+            pthread_mutex_lock(&p->mu);
+            for (si = 0; si < POOL__NSLOTS && !pending; si++)
+                if (pp->slot_future[si] && shmq__load(&pp->slots[si].done, SHMQ__SEQ_CST)) pending = 1;
+            pending |= p->state != POOL__OPEN;
+            pthread_mutex_unlock(&p->mu);
+            r = pending ? 0 : poll(pfd, (nfds_t)(n + 1), 100);
+        }
+        shmq__store(&h->monitor_sleeping, 0u, SHMQ__SEQ_CST);
+        if (r <= 0) continue;
+        if (pfd[n].revents) {
+            char buf[64];
+            if (read(pp->notify_rd, buf, sizeof buf) < 0) { /* drained */ }
+        }
+        for (w = 0; w < p->nworkers; w++) {
+            int sig;
+            if (!pfd[w].revents) continue;
+            /* worker w is gone: reap it, fail what it held, start another */
+            close(pp->death_fd[w]);
+            pp->death_fd[w] = -1;
+            sig = pool__preap(p, w);
+            pthread_mutex_lock(&p->mu);
+            if (shmq__load(&pp->ledger[w].state, SHMQ__ACQUIRE) != POOL__W_RETIRING) {
+                pp->deaths++;
+                pool__precover(p, w, sig);
+            }
+            pp->pid[w] = -1;
+            state = p->state;
+            pthread_mutex_unlock(&p->mu);
+            if (state != POOL__TERMINATED && pool__pspawn(p, w) != 0) {
+                if (p->cfg.log) p->cfg.log("pool: could not start a replacement worker", p->cfg.log_ctx);
+            }
+        }
+    }
+    /* wait for every worker to exit */
+    for (w = 0; w < p->nworkers; w++) {
+        if (pp->death_fd[w] >= 0) {
+            struct pollfd one;
+            one.fd = pp->death_fd[w];
+            one.events = POLLIN;
+            while (poll(&one, 1, -1) < 0 && errno == EINTR) {}
+            close(pp->death_fd[w]);
+            pp->death_fd[w] = -1;
+        }
+        if (pp->pid[w] > 0 && pp->server_pid <= 0) {
+            while (waitpid(pp->pid[w], NULL, 0) < 0 && errno == EINTR) {}
+        }
+        pp->pid[w] = -1;
+    }
+    /* nothing can complete now: what is still in flight is cancelled */
+    pthread_mutex_lock(&p->mu);
+    {
+        pool_future_t *list = pool__pcancel_all(p), *more = pool__pharvest(p);
+        pthread_mutex_unlock(&p->mu);
+        pool__pcomplete_list(list);
+        pool__pcomplete_list(more);
+    }
+    shmq__fetch_add(&h->done.word, 1u, SHMQ__SEQ_CST);
+    shmq__futex_wake(&h->done, INT_MAX);
+    return NULL;
+}
+
+static void pool__proc_free(pool_t *p)
+{
+    struct pool__proc *pp = p->proc;
+    int w;
+    if (!pp) return;
+    if (pp->server_pid > 0 && !pool__forked(p)) {
+        close(pp->ctl[0]);
+        pp->ctl[0] = -1;
+        kill(pp->server_pid, SIGKILL);
+        while (waitpid(pp->server_pid, NULL, 0) < 0 && errno == EINTR) {}
+    }
+    if (pp->ctl[0] >= 0) close(pp->ctl[0]);
+    if (pp->ctl[1] >= 0) close(pp->ctl[1]);
+    for (w = 0; w < p->nworkers; w++)
+        if (pp->death_fd && pp->death_fd[w] >= 0) close(pp->death_fd[w]);
+    if (pp->notify_rd >= 0) close(pp->notify_rd);
+    if (pp->notify_wr >= 0) close(pp->notify_wr);
+    if (pp->base) munmap(pp->base, pp->reserve);
+    if (pp->memfd >= 0) close(pp->memfd);
+    if (!pool__forked(p)) pthread_mutex_destroy(&pp->amu);
+    POOL_FREE(pp->death_fd);
+    POOL_FREE(pp->pid);
+    POOL_FREE(pp->pfd);
+    POOL_FREE(pp);
+    p->proc = NULL;
+}
+
+/* Sets up the arena, the fork server if asked, and the monitor thread (which
+ * forks the workers). Called by pool_create with the config resolved. */
+static int pool__proc_create(pool_t *p, const sigset_t *user_mask)
+{
+    struct pool__proc *pp;
+    size_t reserve = p->cfg.arena_size, ledger_bytes;
+    int w, fds[2];
+    if (reserve == 0) reserve = sizeof(void *) >= 8 ? ((size_t)4 << 30) : ((size_t)256 << 20);
+    pp = (struct pool__proc *)POOL_MALLOC(sizeof *pp);
+    if (!pp) return POOL_ENOMEM;
+    memset(pp, 0, sizeof *pp);
+    p->proc = pp;
+    pp->memfd = -1;
+    pp->notify_rd = pp->notify_wr = -1;
+    pp->ctl[0] = pp->ctl[1] = -1;
+    pp->parent_pid = getpid();
+    pp->user_mask = *user_mask;
+    pp->death_fd = (int *)POOL_MALLOC(sizeof(int) * (size_t)p->nworkers);
+    pp->pid = (pid_t *)POOL_MALLOC(sizeof(pid_t) * (size_t)p->nworkers);
+    pp->pfd = (struct pollfd *)POOL_MALLOC(sizeof *pp->pfd * (size_t)(p->nworkers + 1));
+    if (!pp->death_fd || !pp->pid || !pp->pfd) { pool__proc_free(p); return POOL_ENOMEM; }
+    for (w = 0; w < p->nworkers; w++) { pp->death_fd[w] = -1; pp->pid[w] = -1; }
+    if (pthread_mutex_init(&pp->amu, NULL) != 0) { pool__proc_free(p); return POOL_ESYS; }
+    if (pool__arena_map(pp, reserve) != 0) { pool__proc_free(p); return POOL_ESYS; }
+    ledger_bytes = sizeof(pool__ledger) * (size_t)p->nworkers;
+    if (pool__arena_grow(pp, pp->top + ledger_bytes + 64) != 0) { pool__proc_free(p); return POOL_ESYS; }
+    pp->ledger = (pool__ledger *)(void *)(pp->base + pp->top);
+    pp->top = (pp->top + ledger_bytes + 63) & ~(size_t)63;
+    pp->hdr->magic = POOL__ARENA_MAGIC;
+    pp->hdr->version = 1;
+    pp->hdr->reserve = reserve;
+    if (shmq__wait_init(&pp->hdr->work, 0) != 0 || shmq__wait_init(&pp->hdr->done, 0) != 0) {
+        pool__proc_free(p);
+        return POOL_ESYS;
+    }
+    if (pipe(fds) != 0) { pool__proc_free(p); return POOL_ESYS; }
+    pp->notify_rd = fds[0];
+    pp->notify_wr = fds[1];
+    fcntl(fds[0], F_SETFD, FD_CLOEXEC);
+    fcntl(fds[1], F_SETFD, FD_CLOEXEC);
+    fcntl(fds[0], F_SETFL, O_NONBLOCK);
+    fcntl(fds[1], F_SETFL, O_NONBLOCK);
+    if (p->cfg.start_method == POOL_START_FORKSERVER) {
+        pid_t pid;
+        if (socketpair(AF_UNIX, SOCK_STREAM, 0, pp->ctl) != 0) { pool__proc_free(p); return POOL_ESYS; }
+        pid = fork();
+        if (pid < 0) { pool__proc_free(p); return POOL_ESYS; }
+        if (pid == 0) pool__fork_server(p); /* never returns */
+        close(pp->ctl[1]);
+        pp->ctl[1] = -1;
+        fcntl(pp->ctl[0], F_SETFD, FD_CLOEXEC);
+        pp->server_pid = pid;
+    }
+    return POOL_OK;
+}
+
+/* Wakes the monitor so that it looks at the pool's state. */
+static void pool__proc_poke(pool_t *p)
+{
+    char c = 1;
+    if (p->proc && p->proc->notify_wr >= 0 && write(p->proc->notify_wr, &c, 1) < 0) { /* full: awake anyway */ }
+}
+
+/* >>process-calls */
+static int pool__proc_wait_slot(pool_t *p, int si, pool__progress *pr, uint64_t total)
+{
+    struct pool__proc *pp = p->proc;
+    pool__arena_hdr *h = pp->hdr;
+    pool__pslot *s = &pp->slots[si];
+    for (;;) {
+        uint32_t seen = shmq__load(&h->done.word, SHMQ__ACQUIRE);
+        if (shmq__load(&s->done, SHMQ__ACQUIRE)) return POOL_OK;
+        if (pr && pr->fn) {
+            uint64_t ran = 0;
+            uint32_t c;
+            for (c = 0; c < s->nchunks; c++) ran += (uint64_t)shmq__load(&s->chunks[c].ran, SHMQ__RELAXED);
+            pool__progress_tick(pr, ran, total, 0);
+        }
+        if (!shmq__load(&pp->monitor_started, SHMQ__ACQUIRE)) return POOL_ECANCELLED;
+        shmq__fetch_add(&h->done_waiters, 1u, SHMQ__SEQ_CST);
+        if (!shmq__load(&s->done, SHMQ__SEQ_CST))
+            shmq__futex_wait(&h->done, seen, pr && pr->fn ? pr->interval : 200);
+        shmq__fetch_sub(&h->done_waiters, 1u, SHMQ__SEQ_CST);
+    }
+}
+
+/* Runs a MAP or FOR job to its end; fills *failure. */
+static int pool__proc_run(pool_t *p, int kind, uint64_t fn, void *ctx, void *in, void *out,
+                          size_t in_size, size_t out_size, int64_t begin, int64_t end, int64_t chunk,
+                          pool__progress *pr, pool_failure *failure)
+{
+    struct pool__proc *pp = p->proc;
+    pool__pslot *s;
+    int si, cancelled = 0;
+    uint32_t c;
+    int64_t range = end - begin;
+    failure->code = 0;
+    failure->index = -1;
+    failure->signal = 0;
+    if ((range + chunk - 1) / chunk > POOL__MAXCH) chunk = (range + POOL__MAXCH - 1) / POOL__MAXCH;
+    pthread_mutex_lock(&p->mu);
+    while ((si = pool__pslot_take(p)) < 0 && p->state == POOL__OPEN)
+        pthread_cond_wait(&p->done_cv, &p->mu);
+    if (si < 0) {
+        pthread_mutex_unlock(&p->mu);
+        return POOL_ECLOSED;
+    }
+    pool__ppublish(p, si, kind, fn, ctx, in, out, NULL, in_size, out_size, begin, end, chunk);
+    pthread_mutex_unlock(&p->mu);
+    shmq__fetch_add(&p->st_submitted, (uint64_t)range, SHMQ__RELAXED);
+    if (pr) pool__progress_tick(pr, 0, (uint64_t)range, 1);
+    pool__proc_wait_slot(p, si, pr, (uint64_t)range);
+    s = &pp->slots[si];
+    for (c = 0; c < s->nchunks; c++) {
+        pool__pchunk *ch = &s->chunks[c];
+        int64_t fi = shmq__load(&ch->fail_index, SHMQ__ACQUIRE);
+        if ((shmq__load(&ch->state, SHMQ__ACQUIRE) & 0xFFFFu) == POOL__CH_CANCELLED) cancelled = 1;
+        if (fi >= 0 && (failure->index < 0 || fi < failure->index)) {
+            failure->index = fi;
+            failure->code = shmq__load(&ch->fail_code, SHMQ__RELAXED);
+            failure->signal = shmq__load(&ch->fail_signal, SHMQ__RELAXED);
+        }
+    }
+    if (pr) {
+        uint64_t ran = 0;
+        for (c = 0; c < s->nchunks; c++) ran += (uint64_t)s->chunks[c].ran;
+        pool__progress_tick(pr, kind == POOL__PJ_FOR ? (uint64_t)range : ran, (uint64_t)range, 1);
+    }
+    pthread_mutex_lock(&p->mu);
+    pool__pslot_release(p, si);
+    pool__ppublish_pending(p);
+    pthread_mutex_unlock(&p->mu);
+    if (failure->index >= 0) return failure->code;
+    return cancelled ? POOL_ECANCELLED : POOL_OK;
+}
+
+static int pool__proc_map(pool_t *p, pool_fn fn, const void *in, size_t in_size, void *out,
+                          size_t out_size, size_t n, const pool_map_opts *opts, pool__progress *pr)
+{
+    struct pool__proc *pp = p->proc;
+    unsigned char *ia = (unsigned char *)(uintptr_t)in, *oa = (unsigned char *)out;
+    int copy_in = !pool__is_in_arena(pp, in, n * in_size);
+    int copy_out = out_size && !pool__is_in_arena(pp, out, n * out_size);
+    int64_t chunk;
+    uint64_t fnv;
+    pool_failure f;
+    int rc;
+    if (copy_in) {
+        ia = (unsigned char *)pool__arena_alloc(pp, n * in_size);
+        if (!ia) return POOL_ETOOBIG;
+        memcpy(ia, in, n * in_size);
+    }
+    if (copy_out) {
+        oa = (unsigned char *)pool__arena_alloc(pp, n * out_size);
+        if (!oa) {
+            if (copy_in) pool__arena_free(pp, ia);
+            return POOL_ETOOBIG;
+        }
+    }
+    chunk = opts && opts->chunksize ? (int64_t)opts->chunksize : pool__auto_chunk(p, (int64_t)n, pr->fn != NULL);
+    memcpy(&fnv, &fn, sizeof fn);
+    rc = pool__proc_run(p, POOL__PJ_MAP, fnv, opts ? opts->ctx : NULL, ia, oa, in_size, out_size, 0,
+                        (int64_t)n, chunk, pr, &f);
+    if (copy_out) {
+        memcpy(out, oa, n * out_size);
+        pool__arena_free(pp, oa);
+    }
+    if (copy_in) pool__arena_free(pp, ia);
+    if (f.index >= 0) pool__set_failure(opts, f.code, f.index, f.signal);
+    return rc;
+}
+
+static int pool__proc_submit(pool_t *p, pool_future_t *f)
+{
+    struct pool__proc *pp = p->proc;
+    f->aroom = (f->arg_size + 63) & ~(size_t)63;
+    f->abuf = (unsigned char *)pool__arena_alloc(pp, f->aroom + f->result_size + 1);
+    f->pslot = -1;
+    if (!f->abuf) return POOL_ETOOBIG;
+    if (f->arg_size) memcpy(f->abuf, f->arg, f->arg_size);
+    f->state = POOL__F_RUNNING; /* in flight: never run by a waiting parent thread */
+    pthread_mutex_lock(&p->mu);
+    if (p->state != POOL__OPEN) {
+        pthread_mutex_unlock(&p->mu);
+        pool__arena_free(pp, f->abuf);
+        f->abuf = NULL;
+        return POOL_ECLOSED;
+    }
+    f->item.next = NULL;
+    if (pp->pend_tail) pp->pend_tail->item.next = &f->item;
+    else pp->pend_head = f;
+    pp->pend_tail = f;
+    f->item.queued = 1;
+    pool__ppublish_pending(p);
+    pthread_mutex_unlock(&p->mu);
+    return POOL_OK;
+}
+
+/* A parent thread waits for a process future: it collects finished slots itself. */
+static int pool__proc_future_wait(pool_future_t *f, int timeout_ms)
+{
+    pool_t *p = f->pool;
+    struct pool__proc *pp = p->proc;
+    double end = timeout_ms > 0 ? pool__now_ms() + timeout_ms : 0;
+    int spun = 0;
+    for (;;) {
+        pool_future_t *list;
+        uint32_t seen;
+        int si;
+        if (shmq__load(&f->state, SHMQ__ACQUIRE) == POOL__F_DONE) return POOL_OK;
+        seen = shmq__load(&pp->hdr->done.word, SHMQ__ACQUIRE);
+        si = shmq__load(&f->pslot, SHMQ__RELAXED); /* a hint: harvesting re-checks under mu */
+        if (si >= 0 && shmq__load(&pp->slots[si].done, SHMQ__ACQUIRE)) {
+            pthread_mutex_lock(&p->mu);
+            list = pool__pharvest(p);
+            pthread_mutex_unlock(&p->mu);
+            pool__pcomplete_list(list);
+            continue;
+        }
+        if (timeout_ms == 0) return POOL_ETIMEDOUT;
+        if (timeout_ms > 0 && pool__now_ms() >= end) return POOL_ETIMEDOUT;
+        if (!spun) {
+            double until = pool__now_ms() + POOL__WAIT_SPIN_US / 1000.0;
+            int n = 0;
+            spun = 1;
+            while (shmq__load(&pp->hdr->done.word, SHMQ__ACQUIRE) == seen &&
+                   shmq__load(&f->state, SHMQ__ACQUIRE) != POOL__F_DONE) {
+                shmq__cpu_relax();
+                if ((++n & 31) == 0 && pool__now_ms() > until) break;
+            }
+            continue;
+        }
+        shmq__fetch_add(&pp->hdr->done_waiters, 1u, SHMQ__SEQ_CST);
+        if (shmq__load(&f->state, SHMQ__SEQ_CST) != POOL__F_DONE) {
+            int ms = 100;
+            if (timeout_ms > 0) {
+                double left = end - pool__now_ms();
+                ms = left < 1 ? 1 : left < 100 ? (int)left : 100;
+            }
+            shmq__futex_wait(&pp->hdr->done, seen, ms);
+        }
+        shmq__fetch_sub(&pp->hdr->done_waiters, 1u, SHMQ__SEQ_CST);
+    }
+}
+
+static int pool__proc_cancel(pool_future_t *f)
+{
+    pool_t *p = f->pool;
+    struct pool__proc *pp = p->proc;
+    int rc = POOL_EBUSY;
+    pthread_mutex_lock(&p->mu);
+    if (f->item.queued) { /* still waiting for a slot: take it out */
+        pool__item *prev = NULL, *it = &pp->pend_head->item;
+        while (it && it != &f->item) { prev = it; it = it->next; }
+        if (it) {
+            if (prev) prev->next = it->next;
+            else pp->pend_head = (pool_future_t *)(void *)it->next;
+            if (pp->pend_tail == f) pp->pend_tail = (pool_future_t *)(void *)prev;
+            f->item.queued = 0;
+            pool__arena_free(pp, f->abuf);
+            f->abuf = NULL;
+            rc = POOL_OK;
+        }
+    } else if (f->pslot >= 0) { /* published: cancellable while no worker has it */
+        pool__pslot *s = &pp->slots[f->pslot];
+        uint32_t g = shmq__load(&s->gen, SHMQ__ACQUIRE);
+        uint32_t v = ((g & 0xFFFFu) << 16) | POOL__CH_FREE;
+        if (shmq__cas(&s->chunks[0].state, &v, ((g & 0xFFFFu) << 16) | POOL__CH_CANCELLED)) {
+            pool__pcheck_done(pp, s, g);
+            rc = POOL_EBUSY + 1000; /* collected below */
+        }
+    }
+    pthread_mutex_unlock(&p->mu);
+    if (rc == POOL_OK) {
+        shmq__fetch_add(&p->st_cancelled, 1u, SHMQ__RELAXED);
+        pool__future_complete(f, POOL_ECANCELLED, 0);
+        pool__future_unref(f);
+        return POOL_OK;
+    }
+    if (rc == POOL_EBUSY + 1000) {
+        pool_future_t *list;
+        shmq__fetch_add(&p->st_cancelled, 1u, SHMQ__RELAXED);
+        pthread_mutex_lock(&p->mu);
+        list = pool__pharvest(p);
+        pthread_mutex_unlock(&p->mu);
+        pool__pcomplete_list(list);
+        return POOL_OK;
+    }
+    return POOL_EBUSY;
+}
+
+/* >>process-imap: imap on a process pool keeps a window of chunks in flight, each
+ * a one-chunk job with its own input, output and code buffers in the arena. */
+typedef struct pool__pwin {
+    int slot;                 /* job slot, -1 when the window is empty */
+    uint64_t chunk;           /* the chunk it holds */
+    unsigned char *in_a, *out_a;
+    int *codes_a;
+} pool__pwin;
+
+static int pool__piter_publish(pool_iter_t *it, pool__pwin *w, uint64_t c)
+{
+    pool_t *p = it->pool;
+    pool__job *j = &it->job;
+    int64_t b = (int64_t)c * j->chunk, e = b + j->chunk;
+    uint64_t fnv;
+    int si;
+    if (e > j->end) e = j->end;
+    memcpy(w->in_a, j->in + (size_t)b * j->in_size, (size_t)(e - b) * j->in_size);
+    memcpy(&fnv, &j->fn, sizeof fnv);
+    pthread_mutex_lock(&p->mu);
+    while ((si = pool__pslot_take(p)) < 0 && p->state == POOL__OPEN)
+        pthread_cond_wait(&p->done_cv, &p->mu);
+    if (si < 0) {
+        pthread_mutex_unlock(&p->mu);
+        return POOL_ECLOSED;
+    }
+    pool__ppublish(p, si, POOL__PJ_MAP, fnv, j->ctx, w->in_a, w->out_a, w->codes_a, j->in_size,
+                   j->out_size, b, e, e - b);
+    pthread_mutex_unlock(&p->mu);
+    w->slot = si;
+    w->chunk = c;
+    return POOL_OK;
+}
+
+static void pool__piter_free_windows(pool_iter_t *it)
+{
+    pool_t *p = it->pool;
+    struct pool__proc *pp = p->proc;
+    size_t k;
+    if (!it->win) return;
+    for (k = 0; k < it->nwin; k++) {
+        pool__pwin *w = &it->win[k];
+        if (w->slot >= 0) {
+            pool__pslot *s = &pp->slots[w->slot];
+            uint32_t g = shmq__load(&s->gen, SHMQ__ACQUIRE);
+            uint32_t v = ((g & 0xFFFFu) << 16) | POOL__CH_FREE;
+            if (shmq__cas(&s->chunks[0].state, &v, ((g & 0xFFFFu) << 16) | POOL__CH_CANCELLED))
+                pool__pcheck_done(pp, s, g);
+            pool__proc_wait_slot(p, w->slot, NULL, 0); /* a running chunk finishes first */
+            pthread_mutex_lock(&p->mu);
+            pool__pslot_release(p, w->slot);
+            pool__ppublish_pending(p);
+            pthread_mutex_unlock(&p->mu);
+            w->slot = -1;
+        }
+        pool__arena_free(pp, w->in_a);
+        pool__arena_free(pp, w->out_a);
+        pool__arena_free(pp, w->codes_a);
+    }
+    POOL_FREE(it->win);
+    it->win = NULL;
+}
+
+static int pool__piter_open(pool_iter_t *it, size_t nwin)
+{
+    pool_t *p = it->pool;
+    struct pool__proc *pp = p->proc;
+    pool__job *j = &it->job;
+    size_t k;
+    it->win = (pool__pwin *)POOL_MALLOC(sizeof *it->win * nwin);
+    if (!it->win) return POOL_ENOMEM;
+    it->nwin = nwin;
+    for (k = 0; k < nwin; k++) {
+        pool__pwin *w = &it->win[k];
+        w->slot = -1;
+        w->in_a = (unsigned char *)pool__arena_alloc(pp, (size_t)j->chunk * j->in_size);
+        w->out_a = (unsigned char *)pool__arena_alloc(pp, (size_t)j->chunk * (j->out_size ? j->out_size : 1));
+        w->codes_a = (int *)pool__arena_alloc(pp, (size_t)j->chunk * sizeof(int));
+        if (!w->in_a || !w->out_a || !w->codes_a) {
+            it->nwin = k + 1;
+            pool__piter_free_windows(it);
+            return POOL_ETOOBIG;
+        }
+    }
+    for (k = 0; k < nwin && it->next_pub < j->nchunks; k++) {
+        int rc = pool__piter_publish(it, &it->win[k], it->next_pub++);
+        if (rc != POOL_OK) {
+            pool__piter_free_windows(it);
+            return rc;
+        }
+    }
+    return POOL_OK;
+}
+
+static int pool__piter_next(pool_iter_t *it, void *out, size_t *index, int timeout_ms)
+{
+    pool_t *p = it->pool;
+    struct pool__proc *pp = p->proc;
+    pool__job *j = &it->job;
+    double end = timeout_ms > 0 ? pool__now_ms() + timeout_ms : 0;
+    for (;;) {
+        size_t k;
+        uint32_t seen;
+        if (it->cur_slot >= 0) {
+            pool__pwin *w = &it->win[it->cur_slot];
+            int64_t pos = it->cur_pos++;
+            int code = w->codes_a[pos];
+            if (out && j->out_size) memcpy(out, w->out_a + (size_t)pos * j->out_size, j->out_size);
+            if (index) *index = (size_t)((int64_t)w->chunk * j->chunk + pos);
+            it->yielded++;
+            if (it->cur_pos >= it->cur_len) { /* the window is spent: reuse it */
+                pthread_mutex_lock(&p->mu);
+                pool__pslot_release(p, w->slot);
+                pool__ppublish_pending(p);
+                pthread_mutex_unlock(&p->mu);
+                w->slot = -1;
+                it->cur_slot = -1;
+                if (it->next_pub < j->nchunks && shmq__load(&p->state, SHMQ__RELAXED) == POOL__OPEN)
+                    pool__piter_publish(it, w, it->next_pub++);
+            }
+            pool__progress_tick(&it->pr, it->yielded, it->total, it->yielded == it->total);
+            return code;
+        }
+        if (it->yielded >= it->total) return POOL_EDONE;
+        seen = shmq__load(&pp->hdr->done.word, SHMQ__ACQUIRE);
+        for (k = 0; k < it->nwin; k++) {
+            pool__pwin *w = &it->win[k];
+            if (w->slot < 0 || !shmq__load(&pp->slots[w->slot].done, SHMQ__ACQUIRE)) continue;
+            if (it->ordered && w->chunk != it->next_chunk) continue;
+            if ((pp->slots[w->slot].chunks[0].state & 0xFFFFu) == POOL__CH_CANCELLED) return POOL_ECANCELLED;
+            it->cur_slot = (int64_t)k;
+            it->cur_pos = 0;
+            it->cur_len = pp->slots[w->slot].end - pp->slots[w->slot].begin;
+            it->next_chunk++;
+            break;
+        }
+        if (it->cur_slot >= 0) continue;
+        {
+            int any = 0;
+            for (k = 0; k < it->nwin; k++) any |= it->win[k].slot >= 0;
+            if (!any) return POOL_ECANCELLED; /* nothing in flight: the pool stopped */
+        }
+        if (timeout_ms == 0) return POOL_ETIMEDOUT;
+        if (timeout_ms > 0 && pool__now_ms() >= end) return POOL_ETIMEDOUT;
+        if (!shmq__load(&pp->monitor_started, SHMQ__ACQUIRE)) return POOL_ECANCELLED;
+        shmq__fetch_add(&pp->hdr->done_waiters, 1u, SHMQ__SEQ_CST);
+        {
+            int ms = it->pr.fn ? it->pr.interval : 100;
+            if (timeout_ms > 0 && end - pool__now_ms() < ms) ms = (int)(end - pool__now_ms()) + 1;
+            shmq__futex_wait(&pp->hdr->done, seen, ms);
+        }
+        shmq__fetch_sub(&pp->hdr->done_waiters, 1u, SHMQ__SEQ_CST);
+        pool__progress_tick(&it->pr, it->yielded, it->total, 0);
+    }
+}
+
 /* >>impl-lifecycle */
 POOL_DEF int pool_close(pool_t *p)
 {
+    int rc;
     if (!p) return POOL_EINVAL;
-    if (pool__forked(p)) return POOL_EFORKED;
+    if ((rc = pool__check_caller(p)) != POOL_OK) return rc;
     pthread_mutex_lock(&p->mu);
     if (p->state == POOL__OPEN) shmq__store(&p->state, (int)POOL__CLOSED, SHMQ__RELAXED);
     pthread_cond_broadcast(&p->work_cv);
     pthread_mutex_unlock(&p->mu);
+    if (p->proc) pool__proc_poke(p);
     return POOL_OK;
 }
 
@@ -1910,8 +3375,17 @@ static pool_future_t *pool__cancel_queue(pool_t *p)
 POOL_DEF int pool_terminate(pool_t *p)
 {
     pool_future_t *list;
+    int rc;
     if (!p) return POOL_EINVAL;
-    if (pool__forked(p)) return POOL_EFORKED;
+    if ((rc = pool__check_caller(p)) != POOL_OK) return rc;
+    if (p->proc) { /* the monitor kills the workers and cancels what is in flight */
+        pthread_mutex_lock(&p->mu);
+        shmq__store(&p->state, (int)POOL__TERMINATED, SHMQ__RELAXED);
+        pthread_cond_broadcast(&p->done_cv);
+        pthread_mutex_unlock(&p->mu);
+        pool__stop_workers(p, 0);
+        return POOL_OK;
+    }
     pthread_mutex_lock(&p->mu);
     shmq__store(&p->state, (int)POOL__TERMINATED, SHMQ__RELAXED);
     list = pool__cancel_queue(p);
@@ -1933,9 +3407,9 @@ POOL_DEF int pool_terminate(pool_t *p)
 
 POOL_DEF int pool_join(pool_t *p)
 {
-    int i, already;
+    int i, already, rc;
     if (!p) return POOL_EINVAL;
-    if (pool__forked(p)) return POOL_EFORKED;
+    if ((rc = pool__check_caller(p)) != POOL_OK) return rc;
     if (pool__self && pool__self->pool == p) return POOL_EINWORKER;
     pthread_mutex_lock(&p->mu);
     if (p->state == POOL__OPEN) {
@@ -1946,6 +3420,10 @@ POOL_DEF int pool_join(pool_t *p)
     p->joined = 1;
     pthread_mutex_unlock(&p->mu);
     if (already) return POOL_OK;
+    if (p->proc) {
+        pool__stop_workers(p, 0);
+        return POOL_OK;
+    }
     for (i = 0; i < p->nworkers; i++) pthread_join(p->workers[i].thread, NULL);
     return POOL_OK;
 }
@@ -1954,11 +3432,13 @@ POOL_DEF void pool_destroy(pool_t *p)
 {
     int release;
     if (!p) return;
+    if (p->proc && pool__self && pool__self->pool == p) return; /* not from a worker process */
     if (!pool__forked(p)) {
         if (pool__self && pool__self->pool == p) return; /* documented: not from a worker */
         if (shmq__load(&p->state, SHMQ__RELAXED) == POOL__OPEN) pool_terminate(p);
         pool_join(p);
     }
+    pool__proc_free(p);
     release = (shmq__fetch_or(&p->live, POOL__RELEASED, SHMQ__ACQ_REL) & ~POOL__RELEASED) == 0;
     if (release) pool__core_free(p);
 }
@@ -1978,6 +3458,14 @@ POOL_DEF int pool_get_stats(pool_t *p, pool_stats *out)
         out->failed += shmq__load(&p->workers[i].failed, SHMQ__RELAXED);
     }
     out->workers_started = (uint64_t)p->nworkers;
+    if (p->proc) {
+        pthread_mutex_lock(&p->mu);
+        out->completed += shmq__load(&p->proc->hdr->st_completed, SHMQ__RELAXED);
+        out->failed += shmq__load(&p->proc->hdr->st_failed, SHMQ__RELAXED);
+        out->workers_started = p->proc->started;
+        out->worker_deaths = p->proc->deaths;
+        pthread_mutex_unlock(&p->mu);
+    }
     out->workers = p->nworkers;
     out->kind = p->cfg.kind;
     return POOL_OK;
@@ -2000,6 +3488,7 @@ POOL_DEF void *pool_shared_alloc(pool_t *p, size_t size)
     unsigned char *raw, *mem;
     size_t extra = 64 + sizeof(void *);
     if (!p || size == 0 || size > SIZE_MAX - extra) return NULL;
+    if (p->proc) return pool__check_caller(p) == POOL_OK ? pool__arena_alloc(p->proc, size) : NULL;
     raw = (unsigned char *)POOL_MALLOC(size + extra);
     if (!raw) return NULL;
     mem = raw + sizeof(void *);
@@ -2011,8 +3500,11 @@ POOL_DEF void *pool_shared_alloc(pool_t *p, size_t size)
 POOL_DEF void pool_shared_free(pool_t *p, void *ptr)
 {
     void *raw;
-    (void)p;
-    if (!ptr) return;
+    if (!ptr || !p) return;
+    if (p->proc) {
+        if (pool__check_caller(p) == POOL_OK && pool__is_in_arena(p->proc, ptr, 1)) pool__arena_free(p->proc, ptr);
+        return;
+    }
     memcpy(&raw, (unsigned char *)ptr - sizeof(void *), sizeof raw);
     POOL_FREE(raw);
 }

@@ -1,0 +1,565 @@
+/* Process pool: the thread pool's API on processes, and what survives a crash. */
+#define POOL_IMPLEMENTATION
+#include "pool.h"
+#include "test.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <sys/wait.h>
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts;
+    ts.tv_sec = ms / 1000;
+    ts.tv_nsec = (long)(ms % 1000) * 1000000L;
+    nanosleep(&ts, NULL);
+}
+
+static int square(const void *in, void *out, void *ctx)
+{
+    (void)ctx;
+    *(long *)out = *(const long *)in * *(const long *)in;
+    return 0;
+}
+
+static pool_t *make_pool(int workers, pool_start_method sm)
+{
+    pool_t *p = NULL;
+    pool_config c;
+    memset(&c, 0, sizeof c);
+    c.kind = POOL_PROCESSES;
+    c.workers = workers;
+    c.start_method = sm;
+    if (pool_create(&p, &c) != POOL_OK) return NULL;
+    return p;
+}
+
+TEST(map_results_in_order)
+{
+    pool_t *p = make_pool(2, POOL_START_FORK);
+    size_t sizes[] = {1, 3, 100, 10007}, k, i;
+    REQUIRE(p != NULL);
+    CHECK_EQ(pool_workers(p), 2);
+    for (k = 0; k < 4; k++) {
+        size_t n = sizes[k];
+        long *in = (long *)malloc(n * sizeof *in), *out = (long *)calloc(n, sizeof *out);
+        pool_map_opts o;
+        for (i = 0; i < n; i++) in[i] = (long)i;
+        memset(&o, 0, sizeof o);
+        o.chunksize = k == 2 ? 7 : 0;
+        CHECK_EQ(pool_map(p, square, in, sizeof *in, out, sizeof *out, n, &o), POOL_OK);
+        for (i = 0; i < n; i++)
+            if (out[i] != (long)(i * i)) { CHECK_EQ(out[i], i * i); break; }
+        free(in);
+        free(out);
+    }
+    pool_destroy(p);
+}
+
+static int fails_on_marks(const void *in, void *out, void *ctx)
+{
+    long v = *(const long *)in;
+    (void)ctx;
+    *(long *)out = v;
+    return v == 300 || v == 700 ? 9 : 0;
+}
+
+TEST(map_failure_index_and_apply_async)
+{
+    pool_t *p = make_pool(2, POOL_START_FORK);
+    long in[1000], out[1000], x = 12, r = 0;
+    pool_failure f;
+    pool_map_opts o;
+    pool_future_t *fu;
+    int i;
+    REQUIRE(p != NULL);
+    for (i = 0; i < 1000; i++) in[i] = i;
+    memset(&o, 0, sizeof o);
+    o.failure = &f;
+    CHECK_EQ(pool_map(p, fails_on_marks, in, sizeof *in, out, sizeof *out, 1000, &o), 9);
+    CHECK_EQ(f.index, 300);
+    CHECK_EQ(f.signal, 0);
+    CHECK_EQ(out[999], 999); /* every element ran */
+    CHECK_EQ(pool_apply_async(p, square, &x, sizeof x, sizeof r, NULL, &fu), POOL_OK);
+    CHECK_EQ(pool_future_get(fu, &r, -1), POOL_OK);
+    CHECK_EQ(r, 144);
+    CHECK(pool_future_successful(fu));
+    pool_future_free(fu);
+    pool_destroy(p);
+}
+
+typedef struct shared_vec { double *v; int64_t n; } shared_vec;
+static int fill_range(int64_t b, int64_t e, void *ctx)
+{
+    shared_vec *sv = (shared_vec *)ctx;
+    int64_t i;
+    for (i = b; i < e; i++) sv->v[i] = (double)i * 0.5;
+    return 0;
+}
+
+TEST(shared_memory_in_place)
+{
+    pool_t *p = make_pool(2, POOL_START_FORK);
+    shared_vec *sv;
+    long *in, *out;
+    int64_t i;
+    int bad = 0;
+    REQUIRE(p != NULL);
+    /* ctx must mean the same in the workers: a stack variable set after the fork
+     * would not (a worker sees its memory as it was at the fork), so the context
+     * itself lives in shared memory */
+    sv = (shared_vec *)pool_shared_alloc(p, sizeof *sv);
+    REQUIRE(sv != NULL);
+    sv->n = 100000;
+    sv->v = (double *)pool_shared_alloc(p, (size_t)sv->n * sizeof(double));
+    REQUIRE(sv->v != NULL);
+    CHECK((uintptr_t)sv->v % 64 == 0);
+    CHECK_EQ(pool_parallel_for(p, 0, sv->n, 0, fill_range, sv), POOL_OK);
+    for (i = 0; i < sv->n; i++) bad += sv->v[i] != (double)i * 0.5;
+    CHECK_EQ(bad, 0);
+    /* a map whose input and output are already shared */
+    in = (long *)pool_shared_alloc(p, 5000 * sizeof *in);
+    out = (long *)pool_shared_alloc(p, 5000 * sizeof *out);
+    REQUIRE(in && out);
+    for (i = 0; i < 5000; i++) in[i] = (long)i;
+    CHECK_EQ(pool_map(p, square, in, sizeof *in, out, sizeof *out, 5000, NULL), POOL_OK);
+    CHECK_EQ(out[4999], 4999L * 4999L);
+    pool_shared_free(p, in);
+    pool_shared_free(p, out);
+    pool_shared_free(p, sv->v);
+    pool_shared_free(p, sv);
+    pool_destroy(p);
+}
+
+static int crash_on_500(const void *in, void *out, void *ctx)
+{
+    long v = *(const long *)in;
+    (void)ctx;
+    if (v == 500) { volatile int *null = NULL; *null = 1; }
+    if (v == 600) abort();
+    if (v == 700) exit(3);
+    *(long *)out = v * 2;
+    return 0;
+}
+
+TEST(crashing_tasks_fail_alone)
+{
+    pool_t *p = make_pool(2, POOL_START_FORK);
+    long *in, *out;
+    pool_failure f;
+    pool_map_opts o;
+    pool_stats st;
+    int i, bad = 0;
+    REQUIRE(p != NULL);
+    in = (long *)pool_shared_alloc(p, 2000 * sizeof *in);
+    out = (long *)pool_shared_alloc(p, 2000 * sizeof *out);
+    for (i = 0; i < 2000; i++) { in[i] = i; out[i] = -1; }
+    memset(&o, 0, sizeof o);
+    o.failure = &f;
+    o.chunksize = 50;
+    CHECK_EQ(pool_map(p, crash_on_500, in, sizeof *in, out, sizeof *out, 2000, &o), POOL_EWORKERDIED);
+    CHECK_EQ(f.index, 500);
+    if (!TEST_ASAN && !TEST_TSAN) CHECK_EQ(f.signal, SIGSEGV); /* a sanitizer turns the crash into an exit */
+    for (i = 0; i < 2000; i++) {
+        if (i == 500 || i == 600 || i == 700) bad += out[i] != -1;
+        else bad += out[i] != 2L * i;
+    }
+    CHECK_EQ(bad, 0);
+    pool_get_stats(p, &st);
+    CHECK_EQ(st.worker_deaths, 3);
+    CHECK_EQ(st.failed, 3);
+    /* the pool goes on */
+    for (i = 0; i < 2000; i++) in[i] = i % 100;
+    CHECK_EQ(pool_map(p, crash_on_500, in, sizeof *in, out, sizeof *out, 2000, NULL), POOL_OK);
+    CHECK_EQ(out[1999], 2 * 99);
+    pool_shared_free(p, in);
+    pool_shared_free(p, out);
+    pool_destroy(p);
+}
+
+TEST(crashing_future)
+{
+    pool_t *p = make_pool(1, POOL_START_FORK);
+    pool_future_t *f;
+    long x = 600, r;
+    REQUIRE(p != NULL);
+    CHECK_EQ(pool_apply_async(p, crash_on_500, &x, sizeof x, sizeof r, NULL, &f), POOL_OK);
+    CHECK_EQ(pool_future_get(f, &r, -1), POOL_EWORKERDIED);
+    if (!TEST_ASAN && !TEST_TSAN) CHECK_EQ(pool_future_signal(f), SIGABRT);
+    pool_future_free(f);
+    x = 21;
+    CHECK_EQ(pool_apply_async(p, crash_on_500, &x, sizeof x, sizeof r, NULL, &f), POOL_OK);
+    CHECK_EQ(pool_future_get(f, &r, 5000), POOL_OK);
+    CHECK_EQ(r, 42);
+    pool_future_free(f);
+    pool_destroy(p);
+}
+
+static int slow_item(const void *in, void *out, void *ctx)
+{
+    (void)ctx;
+    {
+        struct timespec ts = {0, 200000}; /* 0.2 ms */
+        nanosleep(&ts, NULL);
+    }
+    *(long *)out = *(const long *)in + 1;
+    return 0;
+}
+
+typedef struct killer { int stop; int kills; unsigned seed; } killer;
+static void *kill_workers(void *arg)
+{
+    killer *k = (killer *)arg;
+    while (!__atomic_load_n(&k->stop, __ATOMIC_ACQUIRE) && k->kills < 40) {
+        int pids[64], n = test_list_children(pids, 64);
+        sleep_ms(5 + (int)(rand_r(&k->seed) % 20));
+        if (n > 0 && kill(pids[rand_r(&k->seed) % (unsigned)(n < 64 ? n : 64)], SIGKILL) == 0) k->kills++;
+    }
+    return NULL;
+}
+
+TEST(random_kills_during_a_long_map)
+{
+    pool_t *p = make_pool(2, POOL_START_FORK);
+    long *in, *out;
+    pthread_t th;
+    killer k;
+    pool_failure f;
+    pool_map_opts o;
+    int i, wrong = 0, lost = 0, rc, n = 6000;
+    REQUIRE(p != NULL);
+    in = (long *)pool_shared_alloc(p, (size_t)n * sizeof *in);
+    out = (long *)pool_shared_alloc(p, (size_t)n * sizeof *out);
+    for (i = 0; i < n; i++) { in[i] = i; out[i] = -1; }
+    memset(&k, 0, sizeof k);
+    k.seed = 12345;
+    memset(&o, 0, sizeof o);
+    o.failure = &f;
+    pthread_create(&th, NULL, kill_workers, &k);
+    rc = pool_map(p, slow_item, in, sizeof *in, out, sizeof *out, (size_t)n, &o);
+    __atomic_store_n(&k.stop, 1, __ATOMIC_RELEASE);
+    pthread_join(th, NULL);
+    for (i = 0; i < n; i++) {
+        if (out[i] == -1) lost++;
+        else if (out[i] != i + 1) wrong++;
+    }
+    fprintf(stderr, "  %d kills, %d elements failed\n", k.kills, lost);
+    CHECK(k.kills >= 5);
+    CHECK_EQ(wrong, 0);
+    CHECK(lost <= k.kills);        /* each kill fails at most the element it interrupted */
+    CHECK(rc == POOL_OK || rc == POOL_EWORKERDIED);
+    if (lost) CHECK_EQ(f.signal, SIGKILL);
+    /* still usable */
+    CHECK_EQ(pool_map(p, slow_item, in, sizeof *in, out, sizeof *out, 100, NULL), POOL_OK);
+    CHECK_EQ(out[99], 100);
+    pool_shared_free(p, in);
+    pool_shared_free(p, out);
+    pool_destroy(p);
+}
+
+TEST(imap_on_processes)
+{
+    pool_t *p = make_pool(2, POOL_START_FORK);
+    pool_iter_t *it;
+    long in[3000], v;
+    size_t idx, expect = 0;
+    char seen[3000];
+    pool_map_opts o;
+    int rc, i, count = 0;
+    REQUIRE(p != NULL);
+    for (i = 0; i < 3000; i++) in[i] = i;
+    memset(&o, 0, sizeof o);
+    o.chunksize = 64;
+    o.max_inflight = 3;
+    REQUIRE(pool_imap(p, square, in, sizeof *in, sizeof v, 3000, &o, &it) == POOL_OK);
+    while ((rc = pool_iter_next(it, &v, &idx, -1)) == POOL_OK) {
+        CHECK_EQ(idx, expect);
+        CHECK_EQ(v, (long)(expect * expect));
+        expect++;
+    }
+    CHECK_EQ(rc, POOL_EDONE);
+    CHECK_EQ(expect, 3000);
+    pool_iter_free(it);
+    memset(seen, 0, sizeof seen);
+    REQUIRE(pool_imap_unordered(p, fails_on_marks, in, sizeof *in, sizeof v, 3000, &o, &it) == POOL_OK);
+    for (;;) {
+        rc = pool_iter_next(it, &v, &idx, 10000);
+        if (rc == POOL_EDONE || rc == POOL_ETIMEDOUT) break;
+        CHECK(!seen[idx]);
+        seen[idx] = 1;
+        CHECK_EQ(rc, idx == 300 || idx == 700 ? 9 : 0);
+        count++;
+    }
+    CHECK_EQ(count, 3000);
+    pool_iter_free(it);
+    /* freed early */
+    REQUIRE(pool_imap(p, slow_item, in, sizeof *in, sizeof v, 3000, &o, &it) == POOL_OK);
+    CHECK_EQ(pool_iter_next(it, &v, &idx, -1), POOL_OK);
+    pool_iter_free(it);
+    pool_destroy(p);
+}
+
+static int sleeper(const void *in, void *out, void *ctx)
+{
+    (void)ctx;
+    sleep_ms((int)*(const long *)in);
+    *(long *)out = *(const long *)in;
+    return 0;
+}
+
+TEST(futures_timeouts_wait_any_cancel)
+{
+    pool_t *p = make_pool(1, POOL_START_FORK);
+    pool_future_t *fs[3];
+    long a = 300, b = 10, r = 0;
+    size_t which = 9;
+    REQUIRE(p != NULL);
+    REQUIRE(pool_apply_async(p, sleeper, &a, sizeof a, sizeof r, NULL, &fs[0]) == POOL_OK);
+    REQUIRE(pool_apply_async(p, sleeper, &b, sizeof b, sizeof r, NULL, &fs[1]) == POOL_OK);
+    REQUIRE(pool_apply_async(p, sleeper, &b, sizeof b, sizeof r, NULL, &fs[2]) == POOL_OK);
+    CHECK_EQ(pool_future_get(fs[0], &r, 0), POOL_ETIMEDOUT);
+    CHECK_EQ(pool_future_get(fs[0], &r, 50), POOL_ETIMEDOUT);
+    sleep_ms(50);
+    CHECK_EQ(pool_future_cancel(fs[2]), POOL_OK); /* one worker, busy: fs[2] has not started */
+    CHECK_EQ(pool_future_get(fs[2], &r, -1), POOL_ECANCELLED);
+    CHECK_EQ(pool_wait_any(fs, 2, -1, &which), POOL_OK);
+    CHECK_EQ(which, 0);
+    CHECK_EQ(pool_wait_all(fs, 2, -1), POOL_OK);
+    CHECK_EQ(pool_future_get(fs[1], &r, 0), POOL_OK);
+    CHECK_EQ(r, 10);
+    pool_future_free(fs[0]);
+    pool_future_free(fs[1]);
+    pool_future_free(fs[2]);
+    pool_destroy(p);
+}
+
+static int call_pool_inside(const void *in, void *out, void *ctx)
+{
+    pool_t *p = *(pool_t *const *)in;
+    long x = 1, y;
+    (void)ctx;
+    *(int *)out = pool_map(p, square, &x, sizeof x, &y, sizeof y, 1, NULL);
+    return 0;
+}
+
+TEST(bad_input_and_calls_from_a_worker)
+{
+    pool_t *p;
+    pool_config c;
+    pool_future_t *f;
+    int code = 0;
+    void *big;
+    memset(&c, 0, sizeof c);
+    c.kind = POOL_PROCESSES;
+    c.workers = 1;
+    c.arena_size = (size_t)16 << 20;
+    REQUIRE(pool_create(&p, &c) == POOL_OK);
+    REQUIRE(pool_apply_async(p, call_pool_inside, &p, sizeof p, sizeof code, NULL, &f) == POOL_OK);
+    CHECK_EQ(pool_future_get(f, &code, -1), POOL_OK);
+    CHECK_EQ(code, POOL_EINWORKER);
+    pool_future_free(f);
+    big = malloc((size_t)32 << 20);
+    memset(big, 1, (size_t)32 << 20);
+    CHECK_EQ(pool_apply_async(p, square, big, (size_t)32 << 20, 8, NULL, &f), POOL_ETOOBIG);
+    free(big);
+    CHECK(pool_shared_alloc(p, (size_t)64 << 20) == NULL);
+    c.start_method = (pool_start_method)9;
+    { pool_t *q = NULL; CHECK_EQ(pool_create(&q, &c), POOL_EINVAL); }
+    pool_destroy(p);
+}
+
+static int init_fail(int w, void *ctx) { (void)ctx; return w == 1 ? 7 : 0; }
+static int worker_global;
+static int init_set(int w, void *ctx) { (void)ctx; worker_global = 100 + w; return 0; }
+static int read_global(const void *in, void *out, void *ctx)
+{
+    (void)in; (void)ctx;
+    ((int *)out)[0] = worker_global * 1000 + pool_worker_index();
+    ((int *)out)[1] = (int)getpid();
+    return 0;
+}
+
+TEST(initializer_and_max_tasks_per_child)
+{
+    pool_t *p = NULL;
+    pool_config c;
+    pool_stats st;
+    int in[500], out[500][2], i, k, bad = 0, children0 = test_list_children(NULL, 0);
+    int pids[500], counts[500], npids = 0, most = 0;
+    memset(&c, 0, sizeof c);
+    c.kind = POOL_PROCESSES;
+    c.workers = 2;
+    c.initializer = init_fail;
+    CHECK_EQ(pool_create(&p, &c), POOL_EINIT);
+    CHECK(p == NULL);
+    CHECK_EQ(test_list_children(NULL, 0), children0);
+    c.initializer = init_set;
+    c.max_tasks_per_child = 50;
+    REQUIRE(pool_create(&p, &c) == POOL_OK);
+    memset(in, 0, sizeof in);
+    {
+        pool_map_opts o;
+        memset(&o, 0, sizeof o);
+        o.chunksize = 10;
+        CHECK_EQ(pool_map(p, read_global, in, sizeof *in, out, sizeof *out, 500, &o), POOL_OK);
+    }
+    for (i = 0; i < 500; i++) {
+        bad += out[i][0] / 1000 != 100 + out[i][0] % 1000; /* the initializer ran in this worker */
+        for (k = 0; k < npids && pids[k] != out[i][1]; k++) {}
+        if (k == npids) { pids[npids] = out[i][1]; counts[npids++] = 0; }
+        counts[k]++;
+    }
+    for (k = 0; k < npids; k++) if (counts[k] > most) most = counts[k];
+    CHECK_EQ(bad, 0);
+    CHECK(most <= 50);   /* no process ran more than max_tasks_per_child */
+    CHECK(npids >= 10);  /* so at least 10 processes did the work */
+    pool_get_stats(p, &st);
+    CHECK_EQ(st.worker_deaths, 0); /* retiring is not dying */
+    CHECK_EQ(st.completed, 500);
+    pool_destroy(p);
+}
+
+TEST(fork_server_start_method)
+{
+    pool_t *p = make_pool(2, POOL_START_FORKSERVER);
+    long in[400], out[400];
+    pool_failure f;
+    pool_map_opts o;
+    int i;
+    REQUIRE(p != NULL);
+    for (i = 0; i < 400; i++) in[i] = i;
+    CHECK_EQ(pool_map(p, square, in, sizeof *in, out, sizeof *out, 400, NULL), POOL_OK);
+    CHECK_EQ(out[399], 399L * 399L);
+    memset(&o, 0, sizeof o);
+    o.failure = &f;
+    CHECK_EQ(pool_map(p, crash_on_500, in, sizeof *in, out, sizeof *out, 400, &o), POOL_OK);
+    for (i = 0; i < 400; i++) in[i] = i + 400;
+    CHECK_EQ(pool_map(p, crash_on_500, in, sizeof *in, out, sizeof *out, 400, &o), POOL_EWORKERDIED);
+    CHECK_EQ(f.index, 100);
+    CHECK_EQ(out[0], 800);
+    pool_destroy(p);
+}
+
+TEST(nothing_left_after_destroy)
+{
+    int fds0 = test_count_fds(), threads0 = test_count_threads(), k;
+    for (k = 0; k < 4; k++) {
+        pool_t *p = make_pool(2, k % 2 ? POOL_START_FORKSERVER : POOL_START_FORK);
+        long in[100], out[100];
+        int i;
+        REQUIRE(p != NULL);
+        for (i = 0; i < 100; i++) in[i] = i;
+        CHECK_EQ(pool_map(p, square, in, sizeof *in, out, sizeof *out, 100, NULL), POOL_OK);
+        if (k == 2) {
+            pool_close(p);
+            CHECK_EQ(pool_join(p), POOL_OK);
+        }
+        pool_destroy(p);
+    }
+    CHECK_EQ(test_list_children(NULL, 0), 0); /* no child, no zombie */
+    CHECK_EQ(test_count_fds(), fds0);
+    CHECK_EQ(test_count_threads(), threads0);
+}
+
+static int long_task(const void *in, void *out, void *ctx)
+{
+    (void)in; (void)ctx;
+    sleep_ms(20);
+    *(long *)out = 1;
+    return 0;
+}
+
+/* The child runs a long map in its own process group; the test sends SIGINT to
+ * the group, or SIGKILL to the child: the child ends, its workers follow within 1 s. */
+static pid_t run_victim(int install_handler)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        pool_t *p;
+        long in[2000], out[2000];
+        setpgid(0, 0);
+        if (install_handler) signal(SIGINT, SIG_DFL);
+        p = make_pool(2, POOL_START_FORK);
+        if (!p) _exit(2);
+        memset(in, 0, sizeof in);
+        pool_map(p, long_task, in, sizeof *in, out, sizeof *out, 2000, NULL); /* ~20 s */
+        _exit(0);
+    }
+    setpgid(pid, pid);
+    return pid;
+}
+
+/* live (not zombie) processes of a process group, from /proc */
+static int group_alive(pid_t pgid)
+{
+    DIR *d = opendir("/proc");
+    struct dirent *e;
+    int n = 0;
+    if (!d) return -1;
+    while ((e = readdir(d)) != NULL) {
+        char path[300], buf[512], *rp, st;
+        FILE *f;
+        int ppid, pgrp;
+        if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+        snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
+        f = fopen(path, "r");
+        if (!f) continue;
+        buf[0] = 0;
+        if (!fgets(buf, sizeof buf, f)) buf[0] = 0;
+        fclose(f);
+        rp = strrchr(buf, ')');
+        if (rp && sscanf(rp + 1, " %c %d %d", &st, &ppid, &pgrp) == 3 && pgrp == (int)pgid && st != 'Z' && st != 'X')
+            n++;
+    }
+    closedir(d);
+    return n;
+}
+
+static int group_gone_within(pid_t pgid, int ms)
+{
+    double end = test_now_ms() + ms;
+    while (test_now_ms() < end) {
+        if (group_alive(pgid) == 0) return 1;
+        sleep_ms(10);
+    }
+    return 0;
+}
+
+TEST(ctrl_c_and_parent_death)
+{
+    int round;
+    if (TEST_TSAN) return; /* fork-heavy: covered by the other builds */
+    for (round = 0; round < 2; round++) {
+        pid_t pid = run_victim(1);
+        int status = 0, n;
+        double t0;
+        sleep_ms(300); /* the map is running */
+        t0 = test_now_ms();
+        if (round == 0) kill(-pid, SIGINT); /* Ctrl-C: the whole foreground group */
+        else kill(pid, SIGKILL);            /* the parent dies */
+        waitpid(pid, &status, 0);
+        CHECK(WIFSIGNALED(status));
+        CHECK_EQ(WTERMSIG(status), round == 0 ? SIGINT : SIGKILL);
+        CHECK(test_now_ms() - t0 < 1000);
+        n = group_gone_within(pid, 1000);
+        CHECK(n); /* every worker exited within 1 s */
+    }
+}
+
+int main(int argc, char **argv)
+{
+    RUN(map_results_in_order);
+    RUN(map_failure_index_and_apply_async);
+    RUN(shared_memory_in_place);
+    RUN(crashing_tasks_fail_alone);
+    RUN(crashing_future);
+    RUN(random_kills_during_a_long_map);
+    RUN(imap_on_processes);
+    RUN(futures_timeouts_wait_any_cancel);
+    RUN(bad_input_and_calls_from_a_worker);
+    RUN(initializer_and_max_tasks_per_child);
+    RUN(fork_server_start_method);
+    RUN(nothing_left_after_destroy);
+    RUN(ctrl_c_and_parent_death);
+    return test_run_all(argc, argv);
+}
