@@ -2331,7 +2331,7 @@ static void pool__pworker_main(pool_t *p, int w)
     pool__arena_hdr *h = pp->hdr;
     pool__ledger *me = &pp->ledger[w];
     uint64_t max_tasks = p->cfg.max_tasks_per_child;
-    int k;
+    int k, spun = 0;
     pid_t parent = pp->server_pid > 0 ? pp->server_pid : pp->parent_pid;
     pool__self = &p->workers[w];
 #if SHMQ__LINUX
@@ -2360,6 +2360,7 @@ static void pool__pworker_main(pool_t *p, int w)
         uint32_t c, g, seen = shmq__load(&h->work.word, SHMQ__ACQUIRE);
         uint32_t closing;
         if (pool__pclaim(pp, w, &s, &c, &g)) {
+            spun = 0;
             pool__prun_chunk(p, s, c, g, w);
             if (max_tasks && me->tasks >= max_tasks) {
                 shmq__store(&me->state, (uint32_t)POOL__W_RETIRING, SHMQ__SEQ_CST);
@@ -2369,6 +2370,17 @@ static void pool__pworker_main(pool_t *p, int w)
         }
         closing = shmq__load(&h->closing, SHMQ__ACQUIRE);
         if (closing) break;
+        if (!spun && p->cfg.spin_us > 0) { /* spin a little first: more work often follows */
+            double until = pool__now_ms() + p->cfg.spin_us / 1000.0;
+            int n = 0;
+            spun = 1;
+            while (shmq__load(&h->work.word, SHMQ__ACQUIRE) == seen && !shmq__load(&h->closing, SHMQ__RELAXED)) {
+                shmq__cpu_relax();
+                if ((++n & 63) == 0 && pool__now_ms() > until) break;
+            }
+            continue;
+        }
+        spun = 0;
         shmq__fetch_add(&h->work_sleepers, 1u, SHMQ__SEQ_CST);
         if (shmq__load(&h->work.word, SHMQ__SEQ_CST) == seen && !shmq__load(&h->closing, SHMQ__SEQ_CST))
             shmq__futex_wait(&h->work, seen, 250);
