@@ -10,9 +10,9 @@
  *   Python's multiprocessing.Pool / ThreadPool and concurrent.futures, in C:
  *   map, imap, imap_unordered, apply_async with futures, wait_any (as_completed),
  *   parallel_for (prange), close / join / terminate, progress bars. One API for a
- *   pool of threads and (in progress) a pool of processes: values pass by copy, as
- *   bytes (in_size / out_size), never as pointers only a thread could follow, so a
- *   program moves from threads to processes by changing config.kind.
+ *   pool of threads and a pool of processes: values pass by copy, as bytes
+ *   (in_size / out_size), never as pointers only a thread could follow, so a program
+ *   moves from threads to processes by changing config.kind (see PROCESS POOLS).
  *
  *   No global state, no signals, no allocation per task in the steady state; idle
  *   workers sleep (after a 50 us spin); every call returns an error code.
@@ -66,9 +66,9 @@
  *   pool_create(&p, &cfg)         cfg NULL or zero-initialised: defaults (see pool_config)
  *   pool_map(p, fn, in, in_size, out, out_size, n, &opts)
  *                                 ordered, chunked, blocks; the caller works too.
- *                                 Returns the code of the LOWEST failing index (the one
- *                                 a sequential loop would hit first); opts.failure says
- *                                 which. Elements after a failure may not have run.
+ *                                 Every element runs; returns the code of the LOWEST
+ *                                 failing index (the one a sequential loop would hit
+ *                                 first), and opts.failure says which.
  *   pool_imap / pool_imap_unordered + pool_iter_next / pool_iter_free
  *                                 results one at a time, in order / as they finish, with
  *                                 at most opts.max_inflight chunks in flight.
@@ -100,6 +100,43 @@
  *   the parent is inert in the child (its threads do not exist there): every call on
  *   it returns POOL_EFORKED and pool_destroy only releases its memory.
  *
+ * PROCESS POOLS
+ *
+ *   cfg.kind = POOL_PROCESSES runs the same calls in worker processes forked from
+ *   this program. What a task sees there:
+ *
+ *   - Function pointers just work: workers are forks of this program (same code,
+ *     same addresses). The one exception: code loaded with dlopen() after the pool
+ *     was created does not exist in the workers.
+ *   - Arguments and results are copied through shared memory; map input and output
+ *     that already lie in pool_shared_alloc memory are used in place (no copy).
+ *   - `ctx`, globals and the heap are the worker's COPY of this process's memory as
+ *     it was when the worker was forked (at pool_create, or when a worker is
+ *     replaced). Writes a worker makes there stay in the worker. Safe patterns:
+ *     read-only data set up before pool_create; data passed in the arguments; and
+ *     for shared state, pool_shared_alloc memory (the same bytes at the same address
+ *     in every process: put the ctx struct itself there, as examples/shared_fill.c
+ *     does).
+ *   - A worker that dies in a task (crash, abort, exit, SIGKILL) fails that element
+ *     or call alone with POOL_EWORKERDIED and the signal (opts.failure.signal,
+ *     pool_future_signal); the rest of its chunk goes back to the pool, a new worker
+ *     replaces it, and the pool carries on. It is never "broken".
+ *   - Workers ignore SIGINT: Ctrl-C is for this program to handle. If this program
+ *     dies, the workers exit within a second (PR_SET_PDEATHSIG, and a check of the
+ *     parent), and the shared memory (an unnamed memfd) goes with the last of them.
+ *   - Calls on the pool from inside one of its workers return POOL_EINWORKER.
+ *   - Start methods: POOL_START_FORK (default) forks workers from a thread of this
+ *     process, at creation and whenever one must be replaced. POOL_START_FORKSERVER
+ *     forks, at pool_create, a small single-threaded server from which every worker
+ *     is forked: use it when this program runs many threads (a worker then never
+ *     inherits a lock another thread of yours held at the fork), or to keep workers
+ *     small. Either way, create pools early (before big allocations) when you can.
+ *   - cfg.max_tasks_per_child replaces a worker, transparently, after that many
+ *     elements; cfg.initializer / finalizer run in each worker process.
+ *   - The arena reserves cfg.arena_size bytes of address space (default 4 GiB on
+ *     64-bit systems, backed only as used); it holds arguments, results and
+ *     pool_shared_alloc blocks (power-of-two sizes).
+ *
  * CONFIGURATION MACROS
  *
  *   POOL_STATIC       every function static (also makes shm_queue.h static)
@@ -124,8 +161,12 @@
  *
  * LIMITS
  *
- *   - A task that never returns holds its worker forever (threads cannot be killed
- *     safely); terminate does not stop it. Use a process pool for that.
+ *   - A thread task that never returns holds its worker forever (threads cannot be
+ *     killed safely); terminate does not stop it. A process pool's terminate kills
+ *     its workers.
+ *   - A process pool has at most 128 jobs (maps, futures) in its workers at once;
+ *     further futures wait in the parent, in order. A map is cut into at most 256
+ *     chunks.
  *   - apply_async arguments up to 48 bytes live inside the future; larger ones use a
  *     heap buffer that is recycled with the future.
  *   - The queue is unbounded unless config.max_queued is set.
@@ -287,8 +328,8 @@ typedef struct pool_stats {
 POOL_DEF int pool_create(pool_t **out, const pool_config *cfg);
 
 /* map: out[i] = fn(in[i]) for i in [0, n), in order, chunked. Blocks; the caller runs
- * chunks too. Returns POOL_OK, or the code of the lowest failing index (see opts->failure;
- * elements after a failure may not have run). n == 0 returns POOL_OK at once.
+ * chunks too. Every element runs; returns POOL_OK, or the code of the lowest failing
+ * index (see opts->failure). n == 0 returns POOL_OK at once.
  * Any thread may call it, also a worker of the same pool (a thread pool's worker helps). */
 POOL_DEF int pool_map(pool_t *p, pool_fn fn, const void *in, size_t in_size,
                       void *out, size_t out_size, size_t n, const pool_map_opts *opts);
@@ -337,8 +378,9 @@ POOL_DEF int pool_future_signal(const pool_future_t *f);
  * or POOL_EBUSY when it is running or done. */
 POOL_DEF int pool_future_cancel(pool_future_t *f);
 /* Sets a completion callback, called once from the thread that completes the task (a
- * worker, or the parent's collector thread in a process pool), or at once from this
- * thread if it is already done. One per future: a second returns POOL_EBUSY. */
+ * worker thread; in a process pool, the parent thread that collects the result: the
+ * pool's monitor thread or a thread waiting on it), or at once from this thread if it
+ * is already done. One per future: a second returns POOL_EBUSY. */
 POOL_DEF int pool_future_on_done(pool_future_t *f, pool_done_fn cb, void *user);
 /* Releases the future. It may still be pending: the task runs, its result is dropped. */
 POOL_DEF void pool_future_free(pool_future_t *f);
@@ -1060,7 +1102,7 @@ static void pool__job_fail(pool__job *j, int64_t index, int code)
         j->fail_index = index;
         j->fail_code = code;
     }
-    shmq__store(&j->stop, 1, SHMQ__RELAXED);
+    /* every element still runs (as in Python): the rest of the map is not skipped */
 }
 
 /* Runs one chunk of a job outside the lock, then records it under mu. */
