@@ -442,7 +442,7 @@ TEST(fork_server_start_method)
 
 TEST(nothing_left_after_destroy)
 {
-    int fds0 = test_count_fds(), threads0 = test_count_threads(), k;
+    int fds0 = test_count_fds(), threads0 = test_count_threads(), shm0 = test_count_shm("ckit-pool"), k;
     for (k = 0; k < 4; k++) {
         pool_t *p = make_pool(2, k % 2 ? POOL_START_FORKSERVER : POOL_START_FORK);
         long in[100], out[100];
@@ -459,6 +459,7 @@ TEST(nothing_left_after_destroy)
     CHECK_EQ(test_list_children(NULL, 0), 0); /* no child, no zombie */
     CHECK_EQ(test_count_fds(), fds0);
     CHECK_EQ(test_count_threads(), threads0);
+    CHECK_EQ(test_count_shm("ckit-pool"), shm0); /* no shared-memory name left (memfd, or a name unlinked at once) */
 }
 
 static int long_task(const void *in, void *out, void *ctx)
@@ -471,6 +472,12 @@ static int long_task(const void *in, void *out, void *ctx)
 
 /* The child runs a long map in its own process group; the test sends SIGINT to
  * the group, or SIGKILL to the child: the child ends, its workers follow within 1 s. */
+static void on_sigint_exit(int sig)
+{
+    (void)sig;
+    _exit(42); /* the program's own handler decides: here, leave at once */
+}
+
 static pid_t run_victim(int install_handler)
 {
     pid_t pid = fork();
@@ -478,7 +485,7 @@ static pid_t run_victim(int install_handler)
         pool_t *p;
         long in[2000], out[2000];
         setpgid(0, 0);
-        if (install_handler) signal(SIGINT, SIG_DFL);
+        signal(SIGINT, install_handler ? on_sigint_exit : SIG_DFL);
         p = make_pool(2, POOL_START_FORK);
         if (!p) _exit(2);
         memset(in, 0, sizeof in);
@@ -529,17 +536,21 @@ TEST(ctrl_c_and_parent_death)
 {
     int round;
     if (TEST_TSAN) return; /* fork-heavy: covered by the other builds */
-    for (round = 0; round < 2; round++) {
-        pid_t pid = run_victim(1);
+    for (round = 0; round < 3; round++) {
+        pid_t pid = run_victim(round == 1);
         int status = 0, n;
         double t0;
         sleep_ms(300); /* the map is running */
         t0 = test_now_ms();
-        if (round == 0) kill(-pid, SIGINT); /* Ctrl-C: the whole foreground group */
-        else kill(pid, SIGKILL);            /* the parent dies */
+        if (round < 2) kill(-pid, SIGINT); /* Ctrl-C: the whole foreground group */
+        else kill(pid, SIGKILL);           /* the parent dies */
         waitpid(pid, &status, 0);
-        CHECK(WIFSIGNALED(status));
-        CHECK_EQ(WTERMSIG(status), round == 0 ? SIGINT : SIGKILL);
+        if (round == 1) {
+            CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 42); /* its handler ran */
+        } else {
+            CHECK(WIFSIGNALED(status));
+            CHECK_EQ(WTERMSIG(status), round == 0 ? SIGINT : SIGKILL);
+        }
         CHECK(test_now_ms() - t0 < 1000);
         n = group_gone_within(pid, 1000);
         CHECK(n); /* every worker exited within 1 s */
