@@ -2289,8 +2289,20 @@ static void pool__pcheck_done(struct pool__proc *pp, pool__pslot *s, uint32_t ge
     if (shmq__cas(&s->done, &zero, 1u)) pool__pnotify(pp);
 }
 
+/* A worker whose parent is gone exits (within ~100 ms) even while it is busy:
+ * PR_SET_PDEATHSIG does that at once on Linux; elsewhere this check does. */
+static void pool__porphan_check(struct pool__proc *pp, double *next_check)
+{
+    double now = pool__now_ms();
+    pid_t parent = pp->server_pid > 0 ? pp->server_pid : pp->parent_pid;
+    if (now < *next_check) return;
+    *next_check = now + 100;
+    if (getppid() != parent) _exit(0);
+}
+
 static void pool__prun_chunk(pool_t *p, pool__pslot *s, uint32_t c, uint32_t gen, int w)
 {
+    double next_check = 0;
     struct pool__proc *pp = p->proc;
     pool__pchunk *ch = &s->chunks[c];
     int64_t b = s->begin + (int64_t)c * s->chunk, e = b + s->chunk, i, ran = 0, fails = 0;
@@ -2322,6 +2334,7 @@ static void pool__prun_chunk(pool_t *p, pool__pslot *s, uint32_t c, uint32_t gen
             }
             ran++;
             shmq__store(&ch->ran, ch->ran + 1, SHMQ__RELAXED);
+            if ((ran & 15) == 0) pool__porphan_check(pp, &next_check);
         }
     }
     shmq__store(&ch->pos, e, SHMQ__RELAXED);
@@ -2374,6 +2387,7 @@ static void pool__pworker_main(pool_t *p, int w)
     pool__ledger *me = &pp->ledger[w];
     uint64_t max_tasks = p->cfg.max_tasks_per_child;
     int k, spun = 0;
+    double next_check = 0;
     pid_t parent = pp->server_pid > 0 ? pp->server_pid : pp->parent_pid;
     pool__self = &p->workers[w];
 #if SHMQ__LINUX
@@ -2403,6 +2417,7 @@ static void pool__pworker_main(pool_t *p, int w)
         uint32_t closing;
         if (pool__pclaim(pp, w, &s, &c, &g)) {
             spun = 0;
+            pool__porphan_check(pp, &next_check);
             pool__prun_chunk(p, s, c, g, w);
             if (max_tasks && me->tasks >= max_tasks) {
                 shmq__store(&me->state, (uint32_t)POOL__W_RETIRING, SHMQ__SEQ_CST);
