@@ -965,15 +965,18 @@ static void pool__core_free(pool_t *p);
 static pool_future_t *pool__free_pop(pool_t *p)
 {
     pool_future_t *top = shmq__load(&p->free_top, SHMQ__ACQUIRE);
+    uint32_t n;
     while (top && !shmq__cas(&p->free_top, &top, top->free_next)) {}
-    if (top) shmq__fetch_sub(&p->nfree, 1u, SHMQ__RELAXED);
+    n = shmq__load(&p->nfree, SHMQ__RELAXED);
+    if (top && n > 0) shmq__store(&p->nfree, n - 1, SHMQ__RELAXED);
     return top;
 }
 
 static void pool__free_push(pool_t *p, pool_future_t *f)
 {
     pool_future_t *top = shmq__load(&p->free_top, SHMQ__RELAXED);
-    shmq__fetch_add(&p->nfree, 1u, SHMQ__RELAXED);
+    /* an approximate count (no read-modify-write): it only bounds the list */
+    shmq__store(&p->nfree, shmq__load(&p->nfree, SHMQ__RELAXED) + 1, SHMQ__RELAXED);
     do {
         f->free_next = top;
     } while (!shmq__cas(&p->free_top, &top, f));
@@ -1060,7 +1063,10 @@ static void pool__future_complete(pool_future_t *f, int code, int sig)
     f->signal = sig;
     shmq__store(&f->state, (uint32_t)POOL__F_DONE, SHMQ__SEQ_CST);
     pool__wake_done_waiters(p); /* before the callback: a slow callback delays nobody */
-    if (shmq__xchg(&f->cb_state, (uint32_t)POOL__CB_FIRED, SHMQ__ACQ_REL) == POOL__CB_SET)
+    /* on_done sets SET then looks at the state; we set DONE then look at cb_state
+     * (seq_cst both): one of us sees the other, and the exchange picks who calls */
+    if (shmq__load(&f->cb_state, SHMQ__SEQ_CST) == POOL__CB_SET &&
+        shmq__xchg(&f->cb_state, (uint32_t)POOL__CB_FIRED, SHMQ__ACQ_REL) == POOL__CB_SET)
         f->cb(f, f->cb_user);
 }
 
@@ -1633,15 +1639,16 @@ POOL_DEF int pool_future_on_done(pool_future_t *f, pool_done_fn cb, void *user)
 {
     uint32_t expected = POOL__CB_NONE;
     if (!f || !cb) return POOL_EINVAL;
-    if (shmq__load(&f->cb_state, SHMQ__ACQUIRE) == POOL__CB_SET) return POOL_EBUSY;
+    if (shmq__load(&f->cb_state, SHMQ__ACQUIRE) != POOL__CB_NONE) return POOL_EBUSY;
     f->cb = cb;
     f->cb_user = user;
-    if (shmq__cas(&f->cb_state, &expected, (uint32_t)POOL__CB_SET)) return POOL_OK;
-    if (expected == POOL__CB_FIRED) { /* already done: call it here */
+    if (!shmq__cas(&f->cb_state, &expected, (uint32_t)POOL__CB_SET)) return POOL_EBUSY;
+    /* if it completed meanwhile, the completer may not have seen SET: whoever
+     * exchanges SET for FIRED calls it (see pool__future_complete) */
+    if (shmq__load(&f->state, SHMQ__SEQ_CST) == POOL__F_DONE &&
+        shmq__xchg(&f->cb_state, (uint32_t)POOL__CB_FIRED, SHMQ__ACQ_REL) == POOL__CB_SET)
         cb(f, user);
-        return POOL_OK;
-    }
-    return POOL_EBUSY;
+    return POOL_OK;
 }
 
 POOL_DEF void pool_future_free(pool_future_t *f)

@@ -935,6 +935,35 @@ TEST(shared_alloc_is_aligned)
     pool_destroy(p);
 }
 
+static void count_cb(pool_future_t *f, void *user)
+{
+    (void)f;
+    __atomic_add_fetch((int *)user, 1, __ATOMIC_SEQ_CST);
+}
+
+TEST(callback_races_completion_exactly_once)
+{
+    pool_t *p;
+    pool_config c = {0};
+    int i, bad = 0;
+    c.workers = 2;
+    REQUIRE(pool_create(&p, &c) == POOL_OK);
+    for (i = 0; i < 3000; i++) {
+        pool_future_t *f;
+        long x = i, r;
+        int calls = 0;
+        REQUIRE(pool_apply_async(p, square, &x, sizeof x, sizeof r, NULL, &f) == POOL_OK);
+        if (i % 3) sleep_ms(0);
+        CHECK_EQ(pool_future_on_done(f, count_cb, &calls), POOL_OK);
+        pool_future_wait(f, -1);
+        while (__atomic_load_n(&calls, __ATOMIC_SEQ_CST) == 0) {}
+        pool_future_free(f);
+        bad += __atomic_load_n(&calls, __ATOMIC_SEQ_CST) != 1;
+    }
+    CHECK_EQ(bad, 0);
+    pool_destroy(p);
+}
+
 TEST(timed_get_never_runs_the_task)
 {
     pool_t *p;
@@ -1026,6 +1055,7 @@ int main(int argc, char **argv)
     RUN(many_submitters_stress);
     RUN(strerror_covers_every_code);
     RUN(timed_get_never_runs_the_task);
+    RUN(callback_races_completion_exactly_once);
     RUN(max_queued_backpressure);
     RUN(shared_alloc_is_aligned);
     return test_run_all(argc, argv);
