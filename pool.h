@@ -2410,7 +2410,7 @@ static void pool__pworker_main(pool_t *p, int w)
     if (pp->ctl[0] >= 0) close(pp->ctl[0]);
     pool__set_thread_name(p->cfg.name, w);
     me->tasks = 0;
-    shmq__store(&me->pid, (int32_t)getpid(), SHMQ__RELAXED);
+    shmq__store(&me->pid, (int32_t)getpid(), SHMQ__RELEASE);
     if (p->cfg.initializer && p->cfg.initializer(w, p->cfg.init_ctx) != 0) {
         shmq__store(&me->state, (uint32_t)POOL__W_INITFAIL, SHMQ__SEQ_CST);
         pool__pnotify(pp);
@@ -2525,14 +2525,25 @@ static void pool__fork_server(pool_t *p)
     prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
 #endif
     for (;;) {
+        /* requests: {w, 0} fork worker w; {w, 1} reap worker w (the parent saw it die) */
         int32_t msg[2];
         ssize_t r = read(fd, msg, sizeof msg);
-        int fds[2];
+        int fds[2], status = 0;
         pid_t pid;
         if (r != (ssize_t)sizeof msg) break; /* the parent is gone (or closed us) */
-        while (waitpid(-1, NULL, WNOHANG) > 0) {} /* reap what died meanwhile */
+        if (msg[1] == 1 && msg[0] >= 0 && msg[0] < p->nworkers) {
+            pid = (pid_t)shmq__load(&pp->ledger[msg[0]].pid, SHMQ__ACQUIRE);
+            msg[1] = 0;
+            if (pid > 0) {
+                while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+                msg[1] = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+            }
+            if (write(fd, msg, sizeof msg) < 0) break;
+            continue;
+        }
         msg[1] = -1;
         if (msg[0] >= 0 && msg[0] < p->nworkers && pipe(fds) == 0) {
+            shmq__store(&pp->ledger[msg[0]].pid, 0, SHMQ__RELEASE);
             pid = fork();
             if (pid == 0) {
                 close(fds[0]);
@@ -2541,6 +2552,7 @@ static void pool__fork_server(pool_t *p)
                 pool__pworker_main(p, msg[0]);
             }
             if (pid > 0) {
+                shmq__store(&pp->ledger[msg[0]].pid, (int32_t)pid, SHMQ__RELEASE);
                 struct msghdr mh;
                 struct iovec iov;
                 union { char buf[CMSG_SPACE(sizeof(int))]; struct cmsghdr align; } u;
@@ -2573,9 +2585,13 @@ static int pool__preap(pool_t *p, int w)
 {
     struct pool__proc *pp = p->proc;
     int status = 0;
-    if (pp->server_pid > 0) {
-        /* the server reaps its children; a death there is seen through the pipe */
-        return pp->ledger[w].state == POOL__W_RETIRING ? 0 : SIGKILL;
+    if (pp->server_pid > 0) { /* the server reaps its children and tells us how they ended */
+        int32_t msg[2];
+        msg[0] = w;
+        msg[1] = 1;
+        if (write(pp->ctl[0], msg, sizeof msg) != (ssize_t)sizeof msg) return SIGKILL;
+        if (read(pp->ctl[0], msg, sizeof msg) != (ssize_t)sizeof msg) return SIGKILL; /* the server is gone */
+        return msg[1];
     }
     while (waitpid(pp->pid[w], &status, 0) < 0 && errno == EINTR) {}
     if (WIFSIGNALED(status)) return WTERMSIG(status);
