@@ -558,6 +558,50 @@ TEST(ctrl_c_and_parent_death)
     }
 }
 
+typedef struct plog { int calls; uint64_t last, total; int monotonic; } plog;
+static void on_progress(uint64_t done, uint64_t total, void *user)
+{
+    plog *l = (plog *)user;
+    if (done < l->last) l->monotonic = 0;
+    l->last = done;
+    l->total = total;
+    l->calls++;
+}
+
+TEST(progress_counts_work_done_in_workers)
+{
+    pool_t *p;
+    pool_config c;
+    pool_map_opts o;
+    pool_stats st;
+    plog l;
+    long in[600], out[600];
+    int i;
+    memset(&c, 0, sizeof c);
+    c.kind = POOL_PROCESSES;
+    c.workers = 2;
+    c.progress_interval_ms = 5;
+    REQUIRE(pool_create(&p, &c) == POOL_OK);
+    for (i = 0; i < 600; i++) in[i] = i;
+    memset(&l, 0, sizeof l);
+    l.monotonic = 1;
+    memset(&o, 0, sizeof o);
+    o.progress = on_progress;
+    o.progress_ctx = &l;
+    CHECK_EQ(pool_map(p, slow_item, in, sizeof *in, out, sizeof *out, 600, &o), POOL_OK);
+    CHECK(l.calls >= 3);          /* ticks while the workers run, not only at the end */
+    CHECK(l.monotonic);
+    CHECK_EQ(l.last, 600);
+    CHECK_EQ(l.total, 600);
+    pool_get_stats(p, &st);
+    CHECK_EQ(st.kind, POOL_PROCESSES);
+    CHECK_EQ(st.workers, 2);
+    CHECK_EQ(st.submitted, 600);
+    CHECK_EQ(st.completed, 600);
+    CHECK_EQ(st.failed, 0);
+    pool_destroy(p);
+}
+
 int main(int argc, char **argv)
 {
     RUN(map_results_in_order);
@@ -573,5 +617,6 @@ int main(int argc, char **argv)
     RUN(fork_server_start_method);
     RUN(nothing_left_after_destroy);
     RUN(ctrl_c_and_parent_death);
+    RUN(progress_counts_work_done_in_workers);
     return test_run_all(argc, argv);
 }
