@@ -435,7 +435,7 @@ TEST(future_callback)
 static void slow_callback(pool_future_t *f, void *user)
 {
     (void)f; (void)user;
-    sleep_ms(300);
+    sleep_ms(1500);
 }
 
 TEST(slow_callback_does_not_wedge_waiters)
@@ -457,7 +457,7 @@ TEST(slow_callback_does_not_wedge_waiters)
     REQUIRE(pool_apply_async(p, square, &arg, sizeof arg, sizeof res, NULL, &g) == POOL_OK);
     CHECK_EQ(pool_future_get(g, &res, -1), POOL_OK); /* other work goes on */
     CHECK_EQ(res, 9);
-    CHECK(test_now_ms() - t0 < 250);
+    CHECK(test_now_ms() - t0 < 1000); /* well before the 1.5 s callback ends */
     pool_future_free(f);
     pool_future_free(g);
     pool_destroy(p);
@@ -468,7 +468,7 @@ TEST(wait_any_and_all)
     pool_t *p;
     pool_config c = {0};
     pool_future_t *fs[3];
-    long args[3] = {400, 10, 250};
+    long args[3] = {1500, 10, 1000};
     size_t which = 99;
     int i;
     c.workers = 3;
@@ -970,7 +970,7 @@ TEST(timed_get_never_runs_the_task)
     pool_config c = {0};
     pool_future_t *blocker, *f;
     int gate[2] = {0, 0};
-    long arg = 300, res = 0;
+    long arg = 1500, res = 0;
     double t0;
     c.workers = 1;
     REQUIRE(pool_create(&p, &c) == POOL_OK);
@@ -978,12 +978,12 @@ TEST(timed_get_never_runs_the_task)
     wait_started(gate);
     REQUIRE(pool_apply_async(p, sleepy_square, &arg, sizeof arg, sizeof res, NULL, &f) == POOL_OK);
     t0 = test_now_ms();
-    CHECK_EQ(pool_future_get(f, &res, 50), POOL_ETIMEDOUT); /* not run inline for 300 ms */
-    CHECK(test_now_ms() - t0 < 250);
+    CHECK_EQ(pool_future_get(f, &res, 50), POOL_ETIMEDOUT); /* not run inline for 1.5 s */
+    CHECK(test_now_ms() - t0 < 1000);
     CHECK(!pool_future_ready(f));
     __atomic_store_n(&gate[0], 1, __ATOMIC_RELEASE);
     CHECK_EQ(pool_future_get(f, &res, -1), POOL_OK);
-    CHECK_EQ(res, 90000);
+    CHECK_EQ(res, 1500L * 1500L);
     pool_future_free(f);
     pool_future_free(blocker);
     pool_destroy(p);
