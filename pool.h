@@ -174,7 +174,8 @@
  */
 /* The implementation needs POSIX 2008 (and BSD/SVID extras) from the C library even
  * under -std=c99; this must come before the first system header. */
-#if defined(POOL_IMPLEMENTATION) && defined(__linux__) && !defined(_GNU_SOURCE) && \
+#if (defined(POOL_IMPLEMENTATION) || defined(TASKFLOW_IMPLEMENTATION)) && defined(__linux__) && \
+    !defined(_GNU_SOURCE) && \
     !defined(_DEFAULT_SOURCE) && !defined(_POSIX_C_SOURCE) && !defined(_XOPEN_SOURCE)
 #define _DEFAULT_SOURCE 1
 #endif
@@ -683,6 +684,12 @@ struct pool_s {
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
+
+#ifdef MAP_NORESERVE
+#define POOL__MAP_NORESERVE MAP_NORESERVE
+#else
+#define POOL__MAP_NORESERVE 0 /* strict POSIX headers: the reservation is then counted */
+#endif
 
 #define POOL__NSLOTS 128
 #define POOL__MAXCH 256
@@ -2249,7 +2256,7 @@ static int pool__arena_map(struct pool__proc *pp, size_t reserve)
         if (pp->memfd < 0) return -1;
         fcntl(pp->memfd, F_SETFD, FD_CLOEXEC);
     }
-    m = mmap(NULL, reserve, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, pp->memfd, 0);
+    m = mmap(NULL, reserve, PROT_READ | PROT_WRITE, MAP_SHARED | POOL__MAP_NORESERVE, pp->memfd, 0);
     if (m == MAP_FAILED) {
         close(pp->memfd);
         return -1;
