@@ -431,9 +431,333 @@ typedef struct pool_bar {
 POOL_DEF void pool_bar_render(uint64_t done, uint64_t total, void *bar);
 
 /* >>manager-interface */
-#ifdef POOL__DEV_MANAGER /* temporary, while the Manager is developed in dev/ */
-#include "dev/manager_iface.h"
-#endif
+/* >>manager-public
+ * ---- the Manager: a server process holding named shared objects ----
+ *
+ * A Manager is a server (a forked child of pool_manager_start, or any program
+ * that runs pool_mserver_run) listening on a Unix socket. Clients attach with
+ * pool_manager_connect from any process of the same user, related or not, and
+ * reach named objects through handles. Objects are created on first use and live
+ * as long as the server.
+ *
+ * Handles (pool_dict_t, pool_queue_t, ...) belong to the pool_manager_t that made
+ * them and stay valid until pool_manager_close; opening the same name and kind
+ * twice gives the same handle. Every call on a manager or a handle may be made by
+ * any number of threads at once: each call borrows a connection of its own from
+ * the manager (a blocking call holds one connection while it waits, so threads
+ * never stall each other). A child forked from a connected process may go on using
+ * the parent's handles: its first call opens fresh connections of its own (the
+ * child is a new client: locks it takes are its own, not its parent's). The kit's
+ * pthread_atfork handler closes the child's copies of the parent's sockets at
+ * fork, so a child that lives on never hides its parent's death from the server.
+ *
+ * Timeouts are in milliseconds: -1 waits forever, 0 never waits, > 0 waits at most
+ * that long (the server keeps the deadline; a waiting call costs no CPU anywhere).
+ * Every call returns POOL_OK (or a documented non-negative value) or a negative
+ * pool_errc; POOL_ECONN means the server is gone or the connection was lost: a
+ * blocked call returns it as soon as the server dies.
+ *
+ * OWNERSHIP AND DEATH. A lock, recursive lock, condition lock or semaphore unit is
+ * owned by the process (client session) that acquired it; a recursive lock by the
+ * thread too. When every connection of a process is gone (it exited or was killed),
+ * the server releases what it held and the next acquirer gets POOL_EOWNERDEAD: it
+ * holds the lock (or unit) like POOL_OK, and is told that the data it guards may be
+ * half-updated. A process killed while waiting simply stops waiting.
+ *
+ * QUEUE DELIVERY (at-least-once). An item returned by pool_queue_get is held for
+ * that client by the server until the client's next request on the same connection
+ * (any request acknowledges it: no extra round trip) or pool_manager_close. If the
+ * connection drops before that, the item goes back to the FRONT of the queue and is
+ * delivered again. So an item put is never lost while the server lives; an item
+ * may be delivered twice when its consumer dies after receiving it. The queue is
+ * FIFO; an item given back after a consumer's death is the next one delivered.
+ *
+ * SECURITY. The socket lives in a fresh directory of mode 0700 (or at the path the
+ * caller gives), the socket file is 0600, and the server checks each peer's user
+ * (SO_PEERCRED on Linux, getpeereid on the BSDs and macOS): same user only unless
+ * config.allow_other_users. With an authkey, server and client each prove that they
+ * hold it (HMAC-SHA-256 challenge-response over fresh random nonces, compared in
+ * constant time) before any request is read; the key never crosses the socket. A
+ * refused or malformed peer is closed (and logged, if a log callback is set); the
+ * server carries on. Every frame is length-checked against config.max_frame.
+ */
+typedef struct pool_manager_s pool_manager_t; /* a client of a Manager server */
+typedef struct pool_mserver_s pool_mserver_t; /* a Manager server run in-process */
+typedef struct pool_dict_s pool_dict_t;       /* map of byte strings to byte strings */
+typedef struct pool_list_s pool_list_t;       /* list of byte strings */
+typedef struct pool_queue_s pool_queue_t;     /* FIFO of byte strings, bounded or not */
+typedef struct pool_lock_s pool_lock_t;       /* lock, or recursive lock */
+typedef struct pool_sem_s pool_sem_t;         /* semaphore, or bounded semaphore */
+typedef struct pool_event_s pool_event_t;     /* a flag that can be waited for */
+typedef struct pool_cond_s pool_cond_t;       /* condition variable with its own lock */
+typedef struct pool_barrier_s pool_barrier_t; /* barrier for a fixed number of parties */
+typedef struct pool_value_s pool_value_t;     /* an int64 or a small byte string */
+typedef struct pool_batch_s pool_batch_t;     /* many operations, one round trip */
+
+/* Manager configuration. Zero-initialise; every zero field means its default. */
+typedef struct pool_manager_config {
+    /* start / server: where to listen. NULL: a socket "manager.sock" in a fresh
+     * directory of mode 0700 made under $TMPDIR (default /tmp), removed at exit.
+     * A path: the socket is made there (it must not exist; its directory is the
+     * caller's), and removed at exit. At most 107 bytes. */
+    const char *address;
+    /* both sides: the shared secret. NULL/0: no authkey (then the same-user check
+     * and the directory mode are the whole protection). Both sides must agree. */
+    const void *authkey;
+    size_t authkey_len;
+    size_t max_frame;       /* largest frame either side accepts (default 16 MiB, min 4 KiB) */
+    int detached;           /* start: the server outlives its starter (default 0: it exits
+                             * when the starter process dies); stop it with shutdown */
+    int allow_other_users;  /* server: accept peers of other users too (default 0) */
+    int connect_timeout_ms; /* client: connect + handshake limit (default 5000) */
+    pool_log_fn log;        /* server: refusals, protocol errors; NULL: silent */
+    void *log_ctx;
+} pool_manager_config;
+
+/* ---- manager: start, connect, stop ---- */
+
+/* Forks a server (address: config->address or a fresh 0700 directory), then
+ * connects to it. Does not return before the server accepts connections. The
+ * server exits when this process dies unless config->detached. Returns POOL_OK,
+ * POOL_EINVAL, POOL_ENAMETOOLONG, POOL_ENOMEM, POOL_ESYS (errno kept), POOL_ECONN,
+ * POOL_EAUTH; on failure *out is NULL and no process, socket or directory remains.
+ * Any thread may call it (but see pool_manager_close about forking threads). */
+POOL_DEF int pool_manager_start(pool_manager_t **out, const pool_manager_config *cfg);
+
+/* Connects to the server at address (as given by pool_manager_address). Blocks
+ * for the handshake, at most config->connect_timeout_ms. cfg may be NULL (no
+ * authkey). Returns POOL_OK, POOL_EINVAL, POOL_ENAMETOOLONG, POOL_ECONN (no server),
+ * POOL_EAUTH (refused: wrong key or user), POOL_ETIMEDOUT, POOL_ENOMEM. */
+POOL_DEF int pool_manager_connect(pool_manager_t **out, const char *address,
+                                  const pool_manager_config *cfg);
+
+/* The server's socket path (valid until pool_manager_close). Never NULL. */
+POOL_DEF const char *pool_manager_address(const pool_manager_t *m);
+
+/* The server's process id if this handle started it (not detached), else 0. The
+ * server is a child of the starter: code that waits for any child (wait(),
+ * waitpid(-1, ...)) may collect it, as with any child process. */
+POOL_DEF long pool_manager_server_pid(const pool_manager_t *m);
+
+/* One round trip doing nothing: POOL_OK while the server is alive, else POOL_ECONN. */
+POOL_DEF int pool_manager_ping(pool_manager_t *m);
+
+/* Asks the server to stop: it answers, closes every connection (blocked clients
+ * get POOL_ECONN), removes its socket (and its directory if it made it) and exits.
+ * If this handle started it, also waits for the process (and kills it after 5 s).
+ * Any handle of the same user may call it. Returns POOL_OK or POOL_ECONN. */
+POOL_DEF int pool_manager_shutdown(pool_manager_t *m);
+
+/* Closes every connection (acknowledging any queue item received), frees every
+ * handle and m. If m started a non-detached server that still runs, shuts it down
+ * first. m may be NULL. No thread may be using m or its handles. In a fork child,
+ * closes only the child's own connections: the parent's server stays up. */
+POOL_DEF void pool_manager_close(pool_manager_t *m);
+
+/* ---- the server, run in-process ---- */
+
+/* Creates a server listening on cfg->address (or a fresh 0700 directory). Does not
+ * block. Returns POOL_OK, POOL_EINVAL, POOL_ENAMETOOLONG, POOL_ESYS, POOL_ENOMEM. */
+POOL_DEF int pool_mserver_create(pool_mserver_t **out, const pool_manager_config *cfg);
+/* Its socket path. Never NULL. */
+POOL_DEF const char *pool_mserver_address(const pool_mserver_t *s);
+/* Serves in the calling thread until pool_mserver_stop or a client's shutdown,
+ * then closes every connection (blocked clients get POOL_ECONN) and removes the
+ * socket. Returns POOL_OK, POOL_ESYS, or POOL_EINVAL if it already ran. Call it
+ * once, from one thread. */
+POOL_DEF int pool_mserver_run(pool_mserver_t *s);
+/* Makes run return soon; safe from any thread and from a signal handler. */
+POOL_DEF void pool_mserver_stop(pool_mserver_t *s);
+/* Closes every connection, removes the socket (and the directory it made) and
+ * frees s; run must have returned. s may be NULL. */
+POOL_DEF void pool_mserver_destroy(pool_mserver_t *s);
+
+/* ---- dict: byte-string keys (1..65535 bytes) to byte-string values ---- */
+
+/* Each opener blocks for one round trip, returns POOL_OK, POOL_EKIND (the name holds
+ * another kind), POOL_ENAMETOOLONG (name longer than 255 bytes), POOL_EINVAL (empty
+ * name), POOL_ECONN or POOL_ENOMEM, and stores the handle in *out. */
+POOL_DEF int pool_manager_dict(pool_manager_t *m, const char *name, pool_dict_t **out);
+/* Sets key to the vlen bytes at val (replacing any value). POOL_OK. */
+POOL_DEF int pool_dict_set(pool_dict_t *d, const void *key, size_t klen,
+                           const void *val, size_t vlen);
+/* Copies the value to buf (cap bytes) and its length to *vlen (may be NULL).
+ * POOL_OK, POOL_ENOTFOUND, or POOL_ENOSPC (cap too small; *vlen = needed size). */
+POOL_DEF int pool_dict_get(pool_dict_t *d, const void *key, size_t klen,
+                           void *buf, size_t cap, size_t *vlen);
+/* POOL_OK, or POOL_ENOTFOUND. */
+POOL_DEF int pool_dict_delete(pool_dict_t *d, const void *key, size_t klen);
+/* 1 if present, 0 if not, or a negative error. */
+POOL_DEF int pool_dict_contains(pool_dict_t *d, const void *key, size_t klen);
+/* The number of keys in *n. */
+POOL_DEF int pool_dict_len(pool_dict_t *d, size_t *n);
+/* Removes every key. */
+POOL_DEF int pool_dict_clear(pool_dict_t *d);
+/* Compare-and-set, atomically: if the current value equals the elen bytes at
+ * expected (or, when expected is NULL, if the key is absent), sets it to val.
+ * POOL_OK when set, POOL_EMISMATCH when not (nothing changed). */
+POOL_DEF int pool_dict_cas(pool_dict_t *d, const void *key, size_t klen,
+                           const void *expected, size_t elen, const void *val, size_t vlen);
+/* Atomic add: the value is an int64 (8 bytes, little-endian; a missing key counts
+ * as 0); adds delta and stores the new value in *result (may be NULL). POOL_EINVAL
+ * if the current value is not 8 bytes long. */
+POOL_DEF int pool_dict_add(pool_dict_t *d, const void *key, size_t klen,
+                           int64_t delta, int64_t *result);
+/* Visits the items, fetched in pages of many items per round trip, in insertion
+ * order. fn returns 0 to go on, non-zero to stop (pool_dict_iter then returns that
+ * value). Items present during the whole iteration are visited exactly once; items
+ * set or deleted meanwhile may or may not be. If deletions made the server compact
+ * the dict between two pages, returns POOL_EBUSY (the items visited so far stand). */
+typedef int (*pool_dict_item_fn)(const void *key, size_t klen, const void *val,
+                                 size_t vlen, void *user);
+POOL_DEF int pool_dict_iter(pool_dict_t *d, pool_dict_item_fn fn, void *user);
+
+/* ---- list of byte strings; index < 0 counts from the end (-1: the last) ---- */
+
+POOL_DEF int pool_manager_list(pool_manager_t *m, const char *name, pool_list_t **out);
+POOL_DEF int pool_list_append(pool_list_t *l, const void *val, size_t len);
+/* POOL_OK, POOL_ENOTFOUND (index out of range), POOL_ENOSPC (*len = needed). */
+POOL_DEF int pool_list_get(pool_list_t *l, int64_t index, void *buf, size_t cap, size_t *len);
+/* POOL_OK or POOL_ENOTFOUND. */
+POOL_DEF int pool_list_set(pool_list_t *l, int64_t index, const void *val, size_t len);
+/* Removes and returns the item at index (-1: the last). POOL_ENOTFOUND if out of
+ * range; POOL_ENOSPC (*len = needed) leaves the item in place. */
+POOL_DEF int pool_list_pop(pool_list_t *l, int64_t index, void *buf, size_t cap, size_t *len);
+POOL_DEF int pool_list_len(pool_list_t *l, size_t *n);
+
+/* ---- queue (see QUEUE DELIVERY above) ---- */
+
+/* maxsize: most items queued (0: unbounded); the first opener's maxsize holds. */
+POOL_DEF int pool_manager_queue(pool_manager_t *m, const char *name, int64_t maxsize,
+                                pool_queue_t **out);
+/* Appends a copy of len bytes. Blocks while full, up to timeout_ms. POOL_OK,
+ * POOL_EFULL (timeout 0 and full) or POOL_ETIMEDOUT. */
+POOL_DEF int pool_queue_put(pool_queue_t *q, const void *data, size_t len, int timeout_ms);
+/* Takes the first item into buf (cap bytes), its length into *len (may be NULL).
+ * Blocks while empty, up to timeout_ms. POOL_OK, POOL_EEMPTY (timeout 0 and empty),
+ * POOL_ETIMEDOUT, or POOL_ENOSPC (first item longer than cap: it stays first in the
+ * queue and *len is its length). */
+POOL_DEF int pool_queue_get(pool_queue_t *q, void *buf, size_t cap, size_t *len, int timeout_ms);
+/* Items queued now (not counting items delivered but not yet acknowledged). */
+POOL_DEF int pool_queue_size(pool_queue_t *q, size_t *n);
+/* One item taken earlier is processed. POOL_EINVAL if called more times than items put. */
+POOL_DEF int pool_queue_task_done(pool_queue_t *q);
+/* Blocks until every item ever put has had its task_done, up to timeout_ms:
+ * POOL_OK or POOL_ETIMEDOUT. */
+POOL_DEF int pool_queue_join(pool_queue_t *q, int timeout_ms);
+
+/* ---- lock and recursive lock ---- */
+
+POOL_DEF int pool_manager_lock(pool_manager_t *m, const char *name, pool_lock_t **out);
+/* A recursive lock: the owning thread may acquire it again, and must release it as
+ * many times. Its name must not be used by a plain lock (POOL_EKIND). */
+POOL_DEF int pool_manager_rlock(pool_manager_t *m, const char *name, pool_lock_t **out);
+/* POOL_OK, POOL_EOWNERDEAD (acquired; the previous owner died holding it) or
+ * POOL_ETIMEDOUT. A plain lock acquired twice by its owner waits (deadlock unless
+ * a timeout is given), as in Python. */
+POOL_DEF int pool_lock_acquire(pool_lock_t *l, int timeout_ms);
+/* POOL_OK, or POOL_EPERM when this process (recursive: this thread) does not own it. */
+POOL_DEF int pool_lock_release(pool_lock_t *l);
+
+/* ---- semaphore ---- */
+
+/* initial: the starting value (>= 0). bounded: release beyond the initial value
+ * fails with POOL_EFULL (a bounded semaphore). The first opener's values hold. */
+POOL_DEF int pool_manager_semaphore(pool_manager_t *m, const char *name, int64_t initial,
+                                    int bounded, pool_sem_t **out);
+/* Takes one unit: POOL_OK, POOL_EOWNERDEAD (a unit freed by a dead holder) or
+ * POOL_ETIMEDOUT. */
+POOL_DEF int pool_sem_acquire(pool_sem_t *s, int timeout_ms);
+/* Gives one unit back (any process may release). POOL_OK or POOL_EFULL. */
+POOL_DEF int pool_sem_release(pool_sem_t *s);
+POOL_DEF int pool_sem_value(pool_sem_t *s, int64_t *value);
+
+/* ---- event ---- */
+
+POOL_DEF int pool_manager_event(pool_manager_t *m, const char *name, pool_event_t **out);
+POOL_DEF int pool_event_set(pool_event_t *e);   /* wakes every waiter */
+POOL_DEF int pool_event_clear(pool_event_t *e);
+/* 1 if set, 0 if not, or a negative error. */
+POOL_DEF int pool_event_is_set(pool_event_t *e);
+/* POOL_OK once set, or POOL_ETIMEDOUT. */
+POOL_DEF int pool_event_wait(pool_event_t *e, int timeout_ms);
+
+/* ---- condition (with its own non-recursive lock, owned per thread) ---- */
+
+POOL_DEF int pool_manager_condition(pool_manager_t *m, const char *name, pool_cond_t **out);
+/* As pool_lock_acquire / pool_lock_release, on the condition's lock. */
+POOL_DEF int pool_cond_acquire(pool_cond_t *c, int timeout_ms);
+POOL_DEF int pool_cond_release(pool_cond_t *c);
+/* Releases the lock, waits for a notify up to timeout_ms, re-acquires the lock
+ * (whatever happened, the lock is held again when this returns, except POOL_EPERM
+ * and POOL_ECONN). POOL_OK (notified), POOL_ETIMEDOUT, POOL_EOWNERDEAD (notified or
+ * not; the lock's previous owner died), POOL_EPERM (lock not held by this thread). */
+POOL_DEF int pool_cond_wait(pool_cond_t *c, int timeout_ms);
+/* Wakes up to n waiters (n < 0: all). The lock must be held: else POOL_EPERM. */
+POOL_DEF int pool_cond_notify(pool_cond_t *c, int n);
+POOL_DEF int pool_cond_notify_all(pool_cond_t *c);
+
+/* ---- barrier ---- */
+
+/* parties >= 1; the first opener's value holds. */
+POOL_DEF int pool_manager_barrier(pool_manager_t *m, const char *name, int64_t parties,
+                                  pool_barrier_t **out);
+/* Waits until `parties` callers wait. POOL_OK with *index (may be NULL) the arrival
+ * index 0..parties-1 (as Python's); POOL_ETIMEDOUT for a caller whose timeout
+ * expired, which breaks the barrier; POOL_EBROKEN when broken (a timeout, abort, a
+ * waiter that died, or reset while waiting) until reset. */
+POOL_DEF int pool_barrier_wait(pool_barrier_t *b, int timeout_ms, int64_t *index);
+/* Back to the empty state; current waiters get POOL_EBROKEN. */
+POOL_DEF int pool_barrier_reset(pool_barrier_t *b);
+/* Breaks it: current and later waiters get POOL_EBROKEN until reset. */
+POOL_DEF int pool_barrier_abort(pool_barrier_t *b);
+
+/* ---- value: an int64 (8 bytes little-endian) or a small byte string ---- */
+
+/* Starts as the int64 0. */
+POOL_DEF int pool_manager_value(pool_manager_t *m, const char *name, pool_value_t **out);
+POOL_DEF int pool_value_set_int(pool_value_t *v, int64_t x);
+/* POOL_EINVAL if the value is not 8 bytes long. */
+POOL_DEF int pool_value_get_int(pool_value_t *v, int64_t *x);
+/* Atomic add; *result (may be NULL) gets the new value. POOL_EINVAL if not an int64. */
+POOL_DEF int pool_value_add(pool_value_t *v, int64_t delta, int64_t *result);
+POOL_DEF int pool_value_set(pool_value_t *v, const void *data, size_t len);
+/* POOL_OK or POOL_ENOSPC (*len = needed). */
+POOL_DEF int pool_value_get(pool_value_t *v, void *buf, size_t cap, size_t *len);
+/* Sets to val if the value equals the elen bytes at expected: POOL_OK or POOL_EMISMATCH. */
+POOL_DEF int pool_value_cas(pool_value_t *v, const void *expected, size_t elen,
+                            const void *val, size_t vlen);
+
+/* ---- batch: many non-blocking operations in one round trip ----
+ * Operations are recorded (their inputs copied) and sent as one frame by
+ * pool_batch_run, which the server executes in order, without interleaving other
+ * clients' requests. Outputs (buffers, *rc, *result) are written by pool_batch_run.
+ * A batch is used by one thread at a time; after run it is empty and reusable.
+ * Recording returns POOL_OK, POOL_ETOOBIG (the frame would exceed max_frame),
+ * POOL_EINVAL or POOL_ENOMEM (then the batch is unchanged). rc pointers may be NULL. */
+POOL_DEF int pool_batch_create(pool_manager_t *m, pool_batch_t **out);
+POOL_DEF void pool_batch_free(pool_batch_t *b);
+POOL_DEF size_t pool_batch_count(const pool_batch_t *b);
+POOL_DEF int pool_batch_dict_set(pool_batch_t *b, pool_dict_t *d, const void *key, size_t klen,
+                                 const void *val, size_t vlen, int *rc);
+POOL_DEF int pool_batch_dict_get(pool_batch_t *b, pool_dict_t *d, const void *key, size_t klen,
+                                 void *buf, size_t cap, size_t *vlen, int *rc);
+POOL_DEF int pool_batch_dict_delete(pool_batch_t *b, pool_dict_t *d, const void *key,
+                                    size_t klen, int *rc);
+POOL_DEF int pool_batch_dict_add(pool_batch_t *b, pool_dict_t *d, const void *key, size_t klen,
+                                 int64_t delta, int64_t *result, int *rc);
+POOL_DEF int pool_batch_list_append(pool_batch_t *b, pool_list_t *l, const void *val,
+                                    size_t len, int *rc);
+/* A put that does not wait: POOL_EFULL in *rc when the queue is full. */
+POOL_DEF int pool_batch_queue_put(pool_batch_t *b, pool_queue_t *q, const void *data,
+                                  size_t len, int *rc);
+POOL_DEF int pool_batch_value_add(pool_batch_t *b, pool_value_t *v, int64_t delta,
+                                  int64_t *result, int *rc);
+/* Sends the batch and waits for every result. Returns POOL_OK if every operation
+ * succeeded, else the first failing operation's code (POOL_ECONN: none of the
+ * results is known; the operations may or may not have run). Empty: POOL_OK. */
+POOL_DEF int pool_batch_run(pool_batch_t *b);
+/* <<manager-public */
 
 #ifdef __cplusplus
 }
@@ -3633,9 +3957,3556 @@ POOL_DEF void pool_bar_render(uint64_t done, uint64_t total, void *user)
 }
 
 /* >>manager-implementation */
-#ifdef POOL__DEV_MANAGER /* temporary, while the Manager is developed in dev/ */
-#include "dev/manager_impl.h"
+/* >>manager: the Manager server and its client proxies.
+ *
+ * LAYOUT OF THIS SECTION
+ *   >>manager-wire     the frame format (the one place it is described)
+ *   >>manager-sha256   SHA-256 and HMAC-SHA-256 (the authkey handshake)
+ *   >>manager-util     bytes, time, randomness, the ordered byte map
+ *   >>manager-server   objects, parked requests, frame handling, the event loop
+ *   >>manager-client   connections, round trips, handles, batches
+ *
+ * THREADS AND LOCKS. The server is single-threaded: one event loop owns every
+ * server structure; only pool_mserver_stop comes from another thread (an atomic
+ * flag and a write to a pipe). A client pool_manager_t has one mutex `mu`, which
+ * protects its connection lists and its handle list and is never held across a
+ * system call that can block; a connection is used by one thread at a time (it is
+ * taken out of the idle list for a call). One process-wide mutex, pool__mgr_reg_mu,
+ * guards the registry of open managers that the fork handlers walk.
+ * LOCK ORDER: pool__mgr_reg_mu, then a manager's mu (only the fork handlers hold both).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#if SHMQ__LINUX
+#include <sys/epoll.h>
 #endif
+#if defined(__linux__)
+#include <dirent.h>
+#endif
+
+#if defined(POOL_MALLOC)
+#define POOL__MGR_MALLOC(n) POOL_MALLOC(n)
+#define POOL__MGR_REALLOC(p, n) POOL_REALLOC(p, n)
+#define POOL__MGR_FREE(p) POOL_FREE(p)
+#else
+#define POOL__MGR_MALLOC(n) SHMQ_MALLOC(n)
+#define POOL__MGR_REALLOC(p, n) SHMQ_REALLOC(p, n)
+#define POOL__MGR_FREE(p) SHMQ_FREE(p)
+#endif
+
+#ifdef MSG_NOSIGNAL
+#define POOL__MGR_MSG_NOSIGNAL MSG_NOSIGNAL
+#else
+#define POOL__MGR_MSG_NOSIGNAL 0
+#endif
+
+/* >>manager-wire
+ *
+ * Every frame, both ways: u32 length (of what follows), then `length` bytes. All
+ * integers little-endian. A frame longer than max_frame, or shorter than its type
+ * needs, or with bytes left over after its last field, is malformed: the server
+ * answers with an ERROR frame and closes that connection (never the server).
+ *
+ *   S->C CHALLENGE  u8 type=0x10, u8 version=1, u8 auth(0|1), u8 0, 32 nonce_s
+ *   C->S HELLO      u8 type=0x11, u8 version=1, u16 0, u32 pid, u64 session,
+ *                   32 nonce_c, 32 mac_c (zero without authkey)
+ *   S->C WELCOME    u8 type=0x12, u8 0, u16 0, i32 code=0, 32 mac_s
+ *   S->C ERROR      u8 type=0x7f, u8 0, u16 0, i32 code            (then close)
+ *     mac_c = HMAC(key, "pool-manager-client" | nonce_s | nonce_c | session)
+ *     mac_s = HMAC(key, "pool-manager-server" | nonce_c | nonce_s | session)
+ *   C->S REQUEST    u8 type=0x20, u8 0, u16 nops (>= 1), u64 thread token, then
+ *                   nops ops: u8 op, u8 kind, u16 nblobs, u32 object id,
+ *                   i32 timeout_ms, u32 aux, i64 num, nblobs x (u32 len, bytes)
+ *   C->S ACK        u8 type=0x21, u8 0, u16 0, u64 0      (no reply)
+ *   S->C REPLY      u8 type=0x30, u8 0, u16 nres (= nops), then nres results:
+ *                   i32 code, u32 nblobs, i64 num, nblobs x (u32 len, bytes)
+ *
+ * Any frame after the handshake acknowledges the queue items delivered on that
+ * connection before it. An op's kind must equal its object's kind and the op must
+ * belong to that kind, with exactly the op's number of blobs; in a frame of more
+ * than one op every timeout counts as 0 and a condition wait is refused (a batch
+ * never parks). Before the handshake, only a HELLO-sized frame is accepted.
+ */
+#define POOL__MGR_T_CHALLENGE 0x10
+#define POOL__MGR_T_HELLO 0x11
+#define POOL__MGR_T_WELCOME 0x12
+#define POOL__MGR_T_ERROR 0x7f
+#define POOL__MGR_T_REQUEST 0x20
+#define POOL__MGR_T_ACK 0x21
+#define POOL__MGR_T_REPLY 0x30
+#define POOL__MGR_WIRE_VERSION 1
+#define POOL__MGR_HELLO_LEN 80
+#define POOL__MGR_REQ_HDR 12 /* after the length field */
+#define POOL__MGR_OP_HDR 24
+#define POOL__MGR_RES_HDR 16
+#define POOL__MGR_NAME_MAX 255
+#define POOL__MGR_KEY_MAX 65535
+
+enum pool__mgr_kind {
+    POOL__MGR_K_NONE = 0,
+    POOL__MGR_K_DICT,
+    POOL__MGR_K_LIST,
+    POOL__MGR_K_QUEUE,
+    POOL__MGR_K_LOCK,
+    POOL__MGR_K_RLOCK,
+    POOL__MGR_K_SEM,
+    POOL__MGR_K_BSEM,
+    POOL__MGR_K_EVENT,
+    POOL__MGR_K_COND,
+    POOL__MGR_K_BARRIER,
+    POOL__MGR_K_VALUE,
+    POOL__MGR_K_COUNT
+};
+
+enum pool__mgr_op {
+    POOL__MGR_OP_OPEN = 1,
+    POOL__MGR_OP_PING = 2,
+    POOL__MGR_OP_SHUTDOWN = 3,
+    POOL__MGR_OP_D_SET = 10,
+    POOL__MGR_OP_D_GET,
+    POOL__MGR_OP_D_DEL,
+    POOL__MGR_OP_D_HAS,
+    POOL__MGR_OP_D_LEN,
+    POOL__MGR_OP_D_CAS,
+    POOL__MGR_OP_D_ADD,
+    POOL__MGR_OP_D_ITER,
+    POOL__MGR_OP_D_CLEAR,
+    POOL__MGR_OP_L_APPEND = 20,
+    POOL__MGR_OP_L_GET,
+    POOL__MGR_OP_L_SET,
+    POOL__MGR_OP_L_POP,
+    POOL__MGR_OP_L_LEN,
+    POOL__MGR_OP_Q_PUT = 30,
+    POOL__MGR_OP_Q_GET,
+    POOL__MGR_OP_Q_SIZE,
+    POOL__MGR_OP_Q_DONE,
+    POOL__MGR_OP_Q_JOIN,
+    POOL__MGR_OP_K_ACQ = 40,
+    POOL__MGR_OP_K_REL,
+    POOL__MGR_OP_S_ACQ = 50,
+    POOL__MGR_OP_S_REL,
+    POOL__MGR_OP_S_VAL,
+    POOL__MGR_OP_E_SET = 60,
+    POOL__MGR_OP_E_CLEAR,
+    POOL__MGR_OP_E_ISSET,
+    POOL__MGR_OP_E_WAIT,
+    POOL__MGR_OP_C_ACQ = 70,
+    POOL__MGR_OP_C_REL,
+    POOL__MGR_OP_C_WAIT,
+    POOL__MGR_OP_C_NOTIFY,
+    POOL__MGR_OP_B_WAIT = 80,
+    POOL__MGR_OP_B_RESET,
+    POOL__MGR_OP_B_ABORT,
+    POOL__MGR_OP_V_GET = 90,
+    POOL__MGR_OP_V_SET,
+    POOL__MGR_OP_V_ADD,
+    POOL__MGR_OP_V_CAS,
+    POOL__MGR_OP_END = 100
+};
+
+#define POOL__MGR_KB(k) (1u << (k))
+/* Which kinds an op applies to, and its exact number of blobs; 0 mask: no such op. */
+typedef struct pool__mgr_opinfo { uint32_t kinds; uint8_t nblobs; } pool__mgr_opinfo;
+
+static pool__mgr_opinfo pool__mgr_op_info(unsigned op)
+{
+    pool__mgr_opinfo r = {0, 0};
+    uint32_t lockk = POOL__MGR_KB(POOL__MGR_K_LOCK) | POOL__MGR_KB(POOL__MGR_K_RLOCK);
+    uint32_t semk = POOL__MGR_KB(POOL__MGR_K_SEM) | POOL__MGR_KB(POOL__MGR_K_BSEM);
+    switch (op) {
+    case POOL__MGR_OP_OPEN: r.kinds = 0xffe; r.nblobs = 1; break; /* kinds 1..11 */
+    case POOL__MGR_OP_PING: case POOL__MGR_OP_SHUTDOWN: r.kinds = POOL__MGR_KB(POOL__MGR_K_NONE); break;
+    case POOL__MGR_OP_D_SET: r.kinds = POOL__MGR_KB(POOL__MGR_K_DICT); r.nblobs = 2; break;
+    case POOL__MGR_OP_D_GET: case POOL__MGR_OP_D_DEL: case POOL__MGR_OP_D_HAS: case POOL__MGR_OP_D_ADD:
+        r.kinds = POOL__MGR_KB(POOL__MGR_K_DICT); r.nblobs = 1; break;
+    case POOL__MGR_OP_D_LEN: case POOL__MGR_OP_D_ITER: case POOL__MGR_OP_D_CLEAR:
+        r.kinds = POOL__MGR_KB(POOL__MGR_K_DICT); break;
+    case POOL__MGR_OP_D_CAS: r.kinds = POOL__MGR_KB(POOL__MGR_K_DICT); r.nblobs = 3; break;
+    case POOL__MGR_OP_L_APPEND:
+    case POOL__MGR_OP_L_SET:
+        r.kinds = POOL__MGR_KB(POOL__MGR_K_LIST);
+        r.nblobs = 1;
+        break;
+    case POOL__MGR_OP_L_GET:
+    case POOL__MGR_OP_L_POP:
+    case POOL__MGR_OP_L_LEN:
+        r.kinds = POOL__MGR_KB(POOL__MGR_K_LIST);
+        break;
+    case POOL__MGR_OP_Q_PUT: r.kinds = POOL__MGR_KB(POOL__MGR_K_QUEUE); r.nblobs = 1; break;
+    case POOL__MGR_OP_Q_GET: case POOL__MGR_OP_Q_SIZE: case POOL__MGR_OP_Q_DONE: case POOL__MGR_OP_Q_JOIN:
+        r.kinds = POOL__MGR_KB(POOL__MGR_K_QUEUE); break;
+    case POOL__MGR_OP_K_ACQ: case POOL__MGR_OP_K_REL: r.kinds = lockk; break;
+    case POOL__MGR_OP_S_ACQ: case POOL__MGR_OP_S_REL: case POOL__MGR_OP_S_VAL: r.kinds = semk; break;
+    case POOL__MGR_OP_E_SET: case POOL__MGR_OP_E_CLEAR: case POOL__MGR_OP_E_ISSET: case POOL__MGR_OP_E_WAIT:
+        r.kinds = POOL__MGR_KB(POOL__MGR_K_EVENT); break;
+    case POOL__MGR_OP_C_ACQ: case POOL__MGR_OP_C_REL: case POOL__MGR_OP_C_WAIT: case POOL__MGR_OP_C_NOTIFY:
+        r.kinds = POOL__MGR_KB(POOL__MGR_K_COND); break;
+    case POOL__MGR_OP_B_WAIT: case POOL__MGR_OP_B_RESET: case POOL__MGR_OP_B_ABORT:
+        r.kinds = POOL__MGR_KB(POOL__MGR_K_BARRIER); break;
+    case POOL__MGR_OP_V_GET: case POOL__MGR_OP_V_ADD: r.kinds = POOL__MGR_KB(POOL__MGR_K_VALUE); break;
+    case POOL__MGR_OP_V_SET: r.kinds = POOL__MGR_KB(POOL__MGR_K_VALUE); r.nblobs = 1; break;
+    case POOL__MGR_OP_V_CAS: r.kinds = POOL__MGR_KB(POOL__MGR_K_VALUE); r.nblobs = 2; break;
+    default: break;
+    }
+    return r;
+}
+
+/* >>manager-sha256: FIPS 180-4 SHA-256 and RFC 2104 HMAC (tested with RFC 4231). */
+typedef struct pool__mgr_sha256 {
+    uint32_t h[8];
+    uint64_t bytes;
+    uint8_t buf[64];
+    size_t n;
+} pool__mgr_sha256;
+
+static const uint32_t pool__mgr_sha256_k[64] = {
+    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2};
+
+#define POOL__MGR_ROR32(x, n) (((x) >> (n)) | ((x) << (32 - (n))))
+
+static void pool__mgr_sha256_block(pool__mgr_sha256 *s, const uint8_t *p)
+{
+    uint32_t w[64], a, b, c, d, e, f, g, h, t1, t2;
+    int i;
+    for (i = 0; i < 16; i++)
+        w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 |
+               (uint32_t)p[4 * i + 2] << 8 | (uint32_t)p[4 * i + 3];
+    for (i = 16; i < 64; i++) {
+        uint32_t s0 = POOL__MGR_ROR32(w[i - 15], 7) ^ POOL__MGR_ROR32(w[i - 15], 18) ^ (w[i - 15] >> 3);
+        uint32_t s1 = POOL__MGR_ROR32(w[i - 2], 17) ^ POOL__MGR_ROR32(w[i - 2], 19) ^ (w[i - 2] >> 10);
+        w[i] = w[i - 16] + s0 + w[i - 7] + s1;
+    }
+    a = s->h[0]; b = s->h[1]; c = s->h[2]; d = s->h[3];
+    e = s->h[4]; f = s->h[5]; g = s->h[6]; h = s->h[7];
+    for (i = 0; i < 64; i++) {
+        t1 = h + (POOL__MGR_ROR32(e, 6) ^ POOL__MGR_ROR32(e, 11) ^ POOL__MGR_ROR32(e, 25)) +
+             ((e & f) ^ (~e & g)) + pool__mgr_sha256_k[i] + w[i];
+        t2 = (POOL__MGR_ROR32(a, 2) ^ POOL__MGR_ROR32(a, 13) ^ POOL__MGR_ROR32(a, 22)) +
+             ((a & b) ^ (a & c) ^ (b & c));
+        h = g; g = f; f = e; e = d + t1; d = c; c = b; b = a; a = t1 + t2;
+    }
+    s->h[0] += a; s->h[1] += b; s->h[2] += c; s->h[3] += d;
+    s->h[4] += e; s->h[5] += f; s->h[6] += g; s->h[7] += h;
+}
+
+static void pool__mgr_sha256_init(pool__mgr_sha256 *s)
+{
+    static const uint32_t iv[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
+                                   0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+    memcpy(s->h, iv, sizeof iv);
+    s->bytes = 0;
+    s->n = 0;
+}
+
+static void pool__mgr_sha256_update(pool__mgr_sha256 *s, const void *data, size_t len)
+{
+    const uint8_t *p = (const uint8_t *)data;
+    s->bytes += len;
+    while (len > 0) {
+        size_t take = 64 - s->n;
+        if (take > len) take = len;
+        memcpy(s->buf + s->n, p, take);
+        s->n += take; p += take; len -= take;
+        if (s->n == 64) { pool__mgr_sha256_block(s, s->buf); s->n = 0; }
+    }
+}
+
+static void pool__mgr_sha256_final(pool__mgr_sha256 *s, uint8_t out[32])
+{
+    uint64_t bits = s->bytes * 8;
+    uint8_t pad = 0x80, zero = 0, lenb[8];
+    int i;
+    pool__mgr_sha256_update(s, &pad, 1);
+    while (s->n != 56) pool__mgr_sha256_update(s, &zero, 1);
+    for (i = 0; i < 8; i++) lenb[i] = (uint8_t)(bits >> (56 - 8 * i));
+    pool__mgr_sha256_update(s, lenb, 8);
+    for (i = 0; i < 8; i++) {
+        out[4 * i] = (uint8_t)(s->h[i] >> 24); out[4 * i + 1] = (uint8_t)(s->h[i] >> 16);
+        out[4 * i + 2] = (uint8_t)(s->h[i] >> 8); out[4 * i + 3] = (uint8_t)s->h[i];
+    }
+}
+
+/* HMAC-SHA-256 of the concatenation of up to four parts (NULL parts end the list). */
+static void pool__mgr_hmac_sha256(const void *key, size_t klen, const void *m0, size_t l0,
+                              const void *m1, size_t l1, const void *m2, size_t l2,
+                              const void *m3, size_t l3, uint8_t out[32])
+{
+    uint8_t k[64], ipad[64], opad[64], inner[32];
+    pool__mgr_sha256 s;
+    int i;
+    memset(k, 0, sizeof k);
+    if (klen > 64) {
+        pool__mgr_sha256_init(&s);
+        pool__mgr_sha256_update(&s, key, klen);
+        pool__mgr_sha256_final(&s, k);
+    } else if (klen > 0) {
+        memcpy(k, key, klen);
+    }
+    for (i = 0; i < 64; i++) { ipad[i] = (uint8_t)(k[i] ^ 0x36); opad[i] = (uint8_t)(k[i] ^ 0x5c); }
+    pool__mgr_sha256_init(&s);
+    pool__mgr_sha256_update(&s, ipad, 64);
+    if (m0) pool__mgr_sha256_update(&s, m0, l0);
+    if (m1) pool__mgr_sha256_update(&s, m1, l1);
+    if (m2) pool__mgr_sha256_update(&s, m2, l2);
+    if (m3) pool__mgr_sha256_update(&s, m3, l3);
+    pool__mgr_sha256_final(&s, inner);
+    pool__mgr_sha256_init(&s);
+    pool__mgr_sha256_update(&s, opad, 64);
+    pool__mgr_sha256_update(&s, inner, 32);
+    pool__mgr_sha256_final(&s, out);
+}
+
+/* Constant-time equality: the time taken depends on n only. */
+static int pool__mgr_ct_equal(const uint8_t *a, const uint8_t *b, size_t n)
+{
+    volatile uint8_t d = 0;
+    size_t i;
+    for (i = 0; i < n; i++) d = (uint8_t)(d | (a[i] ^ b[i]));
+    return d == 0;
+}
+
+/* >>manager-util */
+static void pool__mgr_put16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
+static void pool__mgr_put32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); p[2] = (uint8_t)(v >> 16); p[3] = (uint8_t)(v >> 24);
+}
+static void pool__mgr_put64(uint8_t *p, uint64_t v)
+{
+    pool__mgr_put32(p, (uint32_t)v);
+    pool__mgr_put32(p + 4, (uint32_t)(v >> 32));
+}
+static uint16_t pool__mgr_get16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
+static uint32_t pool__mgr_get32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+static uint64_t pool__mgr_get64(const uint8_t *p)
+{
+    return (uint64_t)pool__mgr_get32(p) | (uint64_t)pool__mgr_get32(p + 4) << 32;
+}
+
+static int64_t pool__mgr_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Fills buf with random bytes: /dev/urandom, else a hash of clocks and ids. */
+static void pool__mgr_random(void *buf, size_t n)
+{
+    uint8_t *p = (uint8_t *)buf;
+    size_t got = 0;
+    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        while (got < n) {
+            ssize_t r = read(fd, p + got, n - got);
+            if (r > 0) got += (size_t)r;
+            else if (r < 0 && errno == EINTR) continue;
+            else break;
+        }
+        close(fd);
+    }
+    while (got < n) {
+        static int counter; /* only mixes into the fallback */
+        pool__mgr_sha256 s;
+        uint8_t h[32];
+        struct timespec ts;
+        long pid = (long)getpid();
+        size_t take;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        pool__mgr_sha256_init(&s);
+        pool__mgr_sha256_update(&s, &ts, sizeof ts);
+        pool__mgr_sha256_update(&s, &pid, sizeof pid);
+        {
+            int k = shmq__fetch_add(&counter, 1, SHMQ__RELAXED);
+            pool__mgr_sha256_update(&s, &k, sizeof k);
+        }
+        pool__mgr_sha256_update(&s, &p, sizeof p);
+        pool__mgr_sha256_final(&s, h);
+        take = n - got < 32 ? n - got : 32;
+        memcpy(p + got, h, take);
+        got += take;
+    }
+}
+
+static void pool__mgr_sleep_ms(int ms)
+{
+    struct timespec ts;
+    ts.tv_sec = ms / 1000;
+    ts.tv_nsec = (long)(ms % 1000) * 1000000;
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) { }
+}
+
+static void pool__mgr_set_fd_flags(int fd, int nonblock)
+{
+    int fl = fcntl(fd, F_GETFD);
+    if (fl >= 0) fcntl(fd, F_SETFD, fl | FD_CLOEXEC);
+    if (nonblock) {
+        fl = fcntl(fd, F_GETFL);
+        if (fl >= 0) fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+    }
+}
+
+static uint64_t pool__mgr_hash(const uint8_t *p, size_t n, uint64_t seed)
+{
+    uint64_t h = 1469598103934665603ull ^ seed;
+    size_t i;
+    for (i = 0; i < n; i++) { h ^= p[i]; h *= 1099511628211ull; }
+    h ^= h >> 33; h *= 0xff51afd7ed558ccdull; h ^= h >> 33;
+    return h;
+}
+
+/* An ordered map of byte strings (insertion order kept for iteration): entries in
+ * an array, open-addressed slots that index them. Deleting leaves a tombstone
+ * entry; a rebuild drops tombstones and bumps `epoch` (iteration cursors name it). */
+typedef struct pool__mgr_ent {
+    uint8_t *kv;      /* key bytes then value bytes; NULL: a tombstone */
+    uint32_t klen, vlen, cap;
+    uint64_t hash;
+} pool__mgr_ent;
+
+typedef struct pool__mgr_map {
+    pool__mgr_ent *ents;
+    uint32_t nents, entcap, live, epoch;
+    uint64_t *slots; /* 0: empty, POOL__MGR_SLOT_DEL: deleted, else the hash's high 32 bits
+                      * (a fingerprint: a probe reads an entry only when it matches)
+                      * << 32 | entry index + 1 */
+    uint32_t nslots; /* a power of two, or 0 */
+    uint64_t seed;
+} pool__mgr_map;
+#define POOL__MGR_SLOT_DEL 0xffffffffu
+#define POOL__MGR_SLOT(h, idx) (((h) & 0xffffffff00000000ull) | ((uint64_t)(idx) + 1))
+#define POOL__MGR_SLOT_IDX(s) ((uint32_t)(s) - 1)
+
+static void pool__mgr_map_free(pool__mgr_map *m)
+{
+    uint32_t i;
+    for (i = 0; i < m->nents; i++) POOL__MGR_FREE(m->ents[i].kv);
+    POOL__MGR_FREE(m->ents);
+    POOL__MGR_FREE(m->slots);
+    m->ents = NULL; m->slots = NULL;
+    m->nents = m->entcap = m->live = m->nslots = 0;
+}
+
+/* The slot of key, or of the first free slot on its probe path when absent (*found 0). */
+static uint32_t pool__mgr_map_find(const pool__mgr_map *m, const uint8_t *k, uint32_t klen, uint64_t h,
+                                   int *found)
+{
+    uint32_t mask = m->nslots - 1, i = (uint32_t)h & mask, first_free = POOL__MGR_SLOT_DEL;
+    for (;;) {
+        uint64_t s = m->slots[i];
+        if (s == 0) { *found = 0; return first_free != POOL__MGR_SLOT_DEL ? first_free : i; }
+        if (s == POOL__MGR_SLOT_DEL) {
+            if (first_free == POOL__MGR_SLOT_DEL) first_free = i;
+        } else if ((s >> 32) == (h >> 32)) {
+            const pool__mgr_ent *e = &m->ents[POOL__MGR_SLOT_IDX(s)];
+            if (e->hash == h && e->klen == klen && memcmp(e->kv, k, klen) == 0) { *found = 1; return i; }
+        }
+        i = (i + 1) & mask;
+    }
+}
+
+static pool__mgr_ent *pool__mgr_map_get(const pool__mgr_map *m, const uint8_t *k, uint32_t klen,
+                                        uint32_t *slot)
+{
+    int found;
+    uint32_t s;
+    if (m->nslots == 0) return NULL;
+    s = pool__mgr_map_find(m, k, klen, pool__mgr_hash(k, klen, m->seed), &found);
+    if (!found) return NULL;
+    if (slot) *slot = s;
+    return &m->ents[POOL__MGR_SLOT_IDX(m->slots[s])];
+}
+
+/* Compacts the entries and re-indexes into enough slots for one more entry. */
+static int pool__mgr_map_rebuild(pool__mgr_map *m, uint32_t want)
+{
+    uint32_t nslots = 16, i, j = 0;
+    uint64_t *slots;
+    while (nslots / 2 < want + 1) nslots *= 2;
+    slots = (uint64_t *)POOL__MGR_MALLOC(sizeof *slots * nslots);
+    if (!slots) return POOL_ENOMEM;
+    memset(slots, 0, sizeof *slots * nslots);
+    if (m->live != m->nents) {
+        for (i = 0; i < m->nents; i++)
+            if (m->ents[i].kv) m->ents[j++] = m->ents[i];
+        m->nents = j;
+        m->epoch++;
+    }
+    for (i = 0; i < m->nents; i++) {
+        uint32_t s = (uint32_t)m->ents[i].hash & (nslots - 1);
+        while (slots[s]) s = (s + 1) & (nslots - 1);
+        slots[s] = POOL__MGR_SLOT(m->ents[i].hash, i);
+    }
+    POOL__MGR_FREE(m->slots);
+    m->slots = slots;
+    m->nslots = nslots;
+    return POOL_OK;
+}
+
+/* Sets key to value; *created tells whether the key was new. */
+static int pool__mgr_map_set(pool__mgr_map *m, const uint8_t *k, uint32_t klen, const uint8_t *v,
+                             uint32_t vlen)
+{
+    uint64_t h = pool__mgr_hash(k, klen, m->seed);
+    int found = 0;
+    uint32_t s = 0;
+    pool__mgr_ent *e;
+    if (m->nslots) s = pool__mgr_map_find(m, k, klen, h, &found);
+    if (found) {
+        e = &m->ents[POOL__MGR_SLOT_IDX(m->slots[s])];
+        if (klen + vlen > e->cap) {
+            uint8_t *kv = (uint8_t *)POOL__MGR_REALLOC(e->kv, (size_t)klen + vlen);
+            if (!kv) return POOL_ENOMEM;
+            e->kv = kv;
+            e->cap = klen + vlen;
+        }
+        if (vlen) memcpy(e->kv + klen, v, vlen);
+        e->vlen = vlen;
+        return POOL_OK;
+    }
+    if ((uint64_t)(m->nents + 1) * 4 > (uint64_t)m->nslots * 3) {
+        int rc = pool__mgr_map_rebuild(m, m->live + 1);
+        if (rc) return rc;
+        s = pool__mgr_map_find(m, k, klen, h, &found);
+    }
+    if (m->nents == m->entcap) {
+        uint32_t ncap = m->entcap ? m->entcap * 2 : 8;
+        pool__mgr_ent *ne = (pool__mgr_ent *)POOL__MGR_REALLOC(m->ents, sizeof *ne * ncap);
+        if (!ne) return POOL_ENOMEM;
+        m->ents = ne;
+        m->entcap = ncap;
+    }
+    e = &m->ents[m->nents];
+    e->kv = (uint8_t *)POOL__MGR_MALLOC((size_t)klen + vlen + 1);
+    if (!e->kv) return POOL_ENOMEM;
+    memcpy(e->kv, k, klen);
+    if (vlen) memcpy(e->kv + klen, v, vlen);
+    e->klen = klen; e->vlen = vlen; e->cap = klen + vlen; e->hash = h;
+    m->slots[s] = POOL__MGR_SLOT(h, m->nents);
+    m->nents++;
+    m->live++;
+    return POOL_OK;
+}
+
+static int pool__mgr_map_del(pool__mgr_map *m, const uint8_t *k, uint32_t klen)
+{
+    uint32_t s;
+    pool__mgr_ent *e = pool__mgr_map_get(m, k, klen, &s);
+    if (!e) return POOL_ENOTFOUND;
+    POOL__MGR_FREE(e->kv);
+    e->kv = NULL;
+    m->slots[s] = POOL__MGR_SLOT_DEL;
+    m->live--;
+    return POOL_OK;
+}
+
+static void pool__mgr_map_clear(pool__mgr_map *m)
+{
+    uint32_t epoch = m->epoch + 1;
+    uint64_t seed = m->seed;
+    pool__mgr_map_free(m);
+    m->epoch = epoch;
+    m->seed = seed;
+}
+
+/* A growable byte buffer (frames being built or received). */
+typedef struct pool__mgr_buf {
+    uint8_t *p;
+    size_t n, cap;
+} pool__mgr_buf;
+
+static int pool__mgr_buf_reserve(pool__mgr_buf *b, size_t extra)
+{
+    size_t need = b->n + extra, cap;
+    uint8_t *np;
+    if (need < extra) return POOL_ENOMEM;
+    if (need <= b->cap) return POOL_OK;
+    cap = b->cap ? b->cap : 256;
+    while (cap < need) cap *= 2;
+    np = (uint8_t *)POOL__MGR_REALLOC(b->p, cap);
+    if (!np) return POOL_ENOMEM;
+    b->p = np;
+    b->cap = cap;
+    return POOL_OK;
+}
+
+static void pool__mgr_buf_free(pool__mgr_buf *b) { POOL__MGR_FREE(b->p); b->p = NULL; b->n = b->cap = 0; }
+
+/* A byte string owned by the server (queue and list items). */
+typedef struct pool__mgr_blob {
+    uint8_t *p;
+    uint32_t n;
+} pool__mgr_blob;
+
+static int pool__mgr_blob_make(pool__mgr_blob *b, const uint8_t *p, uint32_t n)
+{
+    b->p = (uint8_t *)POOL__MGR_MALLOC(n ? n : 1);
+    if (!b->p) return POOL_ENOMEM;
+    if (n) memcpy(b->p, p, n);
+    b->n = n;
+    return POOL_OK;
+}
+
+/* A ring of blobs: the queue, and the list (which also inserts and removes inside). */
+typedef struct pool__mgr_ring {
+    pool__mgr_blob *a;
+    size_t head, count, cap; /* cap: a power of two or 0 */
+} pool__mgr_ring;
+
+static pool__mgr_blob *pool__mgr_ring_at(pool__mgr_ring *r, size_t i)
+{
+    return &r->a[(r->head + i) & (r->cap - 1)];
+}
+
+static int pool__mgr_ring_grow(pool__mgr_ring *r)
+{
+    size_t ncap = r->cap ? r->cap * 2 : 8, i;
+    pool__mgr_blob *na;
+    if (r->count < r->cap) return POOL_OK;
+    na = (pool__mgr_blob *)POOL__MGR_MALLOC(sizeof *na * ncap);
+    if (!na) return POOL_ENOMEM;
+    for (i = 0; i < r->count; i++) na[i] = *pool__mgr_ring_at(r, i);
+    POOL__MGR_FREE(r->a);
+    r->a = na;
+    r->cap = ncap;
+    r->head = 0;
+    return POOL_OK;
+}
+
+static int pool__mgr_ring_push_back(pool__mgr_ring *r, pool__mgr_blob b)
+{
+    if (pool__mgr_ring_grow(r)) return POOL_ENOMEM;
+    r->count++;
+    *pool__mgr_ring_at(r, r->count - 1) = b;
+    return POOL_OK;
+}
+
+static int pool__mgr_ring_push_front(pool__mgr_ring *r, pool__mgr_blob b)
+{
+    if (pool__mgr_ring_grow(r)) return POOL_ENOMEM;
+    r->head = (r->head + r->cap - 1) & (r->cap - 1);
+    r->count++;
+    r->a[r->head] = b;
+    return POOL_OK;
+}
+
+/* Removes item i, shifting the shorter side. */
+static pool__mgr_blob pool__mgr_ring_remove(pool__mgr_ring *r, size_t i)
+{
+    pool__mgr_blob b = *pool__mgr_ring_at(r, i);
+    size_t j;
+    if (i < r->count / 2) {
+        for (j = i; j > 0; j--) *pool__mgr_ring_at(r, j) = *pool__mgr_ring_at(r, j - 1);
+        r->head = (r->head + 1) & (r->cap - 1);
+    } else {
+        for (j = i; j + 1 < r->count; j++) *pool__mgr_ring_at(r, j) = *pool__mgr_ring_at(r, j + 1);
+    }
+    r->count--;
+    return b;
+}
+
+static void pool__mgr_ring_free(pool__mgr_ring *r)
+{
+    size_t i;
+    for (i = 0; i < r->count; i++) POOL__MGR_FREE(pool__mgr_ring_at(r, i)->p);
+    POOL__MGR_FREE(r->a);
+    r->a = NULL;
+    r->head = r->count = r->cap = 0;
+}
+
+/* >>manager-server
+ *
+ * One thread runs the loop. Each connection is a pool__mgr_sconn; a request that must
+ * wait is a pool__mgr_park, linked in its object's FIFO of waiters and, when it has a
+ * deadline, in the server's list of timed parks. A connection has at most one park
+ * (its client waits for the reply). A connection that fails is marked dead at once
+ * (its park cancelled, so no lock is ever granted to a dead waiter) and freed at
+ * the end of the loop iteration (pool__mgr_srv_reap), where queue items it held go back
+ * to the front of their queues and, when the last connection of a client session
+ * goes, the locks and semaphore units of that session are released. */
+typedef struct pool__mgr_sconn pool__mgr_sconn;
+typedef struct pool__mgr_obj pool__mgr_obj;
+
+typedef struct pool__mgr_park {
+    pool__mgr_sconn *c;
+    pool__mgr_obj *o;
+    uint8_t op;
+    uint8_t reacq;     /* condition wait: notified (or timed out), waits for the lock */
+    int result;        /* condition wait: the code to answer once the lock is had */
+    uint64_t session, token;
+    int64_t deadline;  /* monotonic ns; -1: none */
+    int64_t num;       /* barrier: arrival index */
+    uint32_t cap;      /* queue get: the client's buffer */
+    pool__mgr_blob data;   /* queue put: the item */
+    struct pool__mgr_park *prev, *next;   /* the object's waiters, FIFO */
+    struct pool__mgr_park *tprev, *tnext; /* timed parks */
+} pool__mgr_park;
+
+typedef struct pool__mgr_holder { uint64_t session; int64_t count; } pool__mgr_holder;
+
+struct pool__mgr_obj {
+    uint8_t kind;
+    uint32_t id;
+    pool__mgr_park *wq_head, *wq_tail;
+    pool__mgr_map dict;                 /* dict */
+    pool__mgr_ring ring;                /* list, queue */
+    int64_t maxsize, unfinished;    /* queue */
+    uint64_t owner_session, owner_token; /* lock, rlock, cond; 0: free */
+    int64_t depth;                  /* rlock */
+    int owner_died;                 /* lock, rlock, cond: tell the next owner */
+    int64_t value, maxvalue, died_units; /* semaphore */
+    pool__mgr_holder *holders;          /* semaphore: units held per session */
+    size_t nholders, holdcap;
+    int flag;                       /* event */
+    int64_t parties, arrived;       /* barrier */
+    int broken;                     /* barrier */
+    pool__mgr_blob val;                 /* value */
+};
+
+typedef struct pool__mgr_held { pool__mgr_obj *q; pool__mgr_blob item; } pool__mgr_held;
+
+typedef struct pool__mgr_sess {
+    uint64_t id;
+    uint32_t refs;
+    struct pool__mgr_sess *next;
+} pool__mgr_sess;
+
+enum { POOL__MGR_R_CLIENT = 0, POOL__MGR_R_LISTEN, POOL__MGR_R_STOP, POOL__MGR_R_WATCH };
+enum { POOL__MGR_S_HANDSHAKE = 0, POOL__MGR_S_READY, POOL__MGR_S_DEAD };
+
+struct pool__mgr_sconn {
+    int fd;             /* -1: a test/fuzz connection whose output is dropped */
+    uint8_t role, state;
+    uint8_t want_out;   /* output pending: waiting for writability, not reading */
+    uint8_t reg_out;    /* what the poller was told (epoll) */
+    pool__mgr_buf in;       /* bytes received, not yet handled */
+    pool__mgr_buf out;      /* bytes to send, from out_off */
+    size_t out_off;
+    pool__mgr_sess *sess;
+    pool__mgr_park *park;
+    pool__mgr_held *held;   /* queue items delivered, not yet acknowledged */
+    size_t nheld, heldcap;
+    uint8_t nonce[32];
+    int64_t hs_deadline;
+    long peer_pid;
+    pool__mgr_sconn *prev, *next; /* every connection */
+    pool__mgr_sconn *dnext;       /* dead, to be reaped */
+};
+
+/* One parsed op of a request frame; blob pointers point into the connection's input. */
+typedef struct pool__mgr_opv {
+    uint8_t op, kind;
+    uint16_t nblobs;
+    uint32_t id;
+    int32_t timeout;
+    uint32_t aux;
+    int64_t num;
+    const uint8_t *b[3];
+    uint32_t bl[3];
+    pool__mgr_obj *o;
+} pool__mgr_opv;
+
+struct pool_mserver_s {
+    pool_manager_config cfg;
+    uint8_t *key;
+    size_t keylen, max_frame;
+    char path[108];
+    char dir[108];          /* the directory we made, or "" */
+    int lfd, stop_r, stop_w, watch_fd, pfd;
+    long starter_pid;       /* exit when getppid() stops being this (0: never) */
+    int stop;               /* atomic */
+    int owns_path;          /* unlink the socket (and rmdir dir) at destroy */
+    pool__mgr_sconn listen_c, stop_c, watch_c;
+    pool__mgr_sconn *conns;
+    size_t nconns;
+    pool__mgr_sconn *dead;
+    pool__mgr_sess *sessions;
+    pool__mgr_obj **objs;
+    uint32_t nobjs, objcap;
+    pool__mgr_map names;        /* name -> 4-byte object id */
+    pool__mgr_park *timed;
+    int64_t next_deadline;  /* earliest deadline in `timed`, or INT64_MAX */
+    int64_t next_tick;
+    pool__mgr_opv *opv;         /* scratch for parsing a frame */
+    size_t opvcap;
+    uid_t uid;
+#if !SHMQ__LINUX
+    struct pollfd *pfds;
+    pool__mgr_sconn **pconns;
+    size_t npcap;
+#endif
+};
+
+typedef struct pool_mserver_s pool__mgr_srv;
+
+static void pool__mgr_srv_log(pool__mgr_srv *s, const char *what, long pid, int code)
+{
+    char msg[200];
+    if (!s->cfg.log) return;
+    snprintf(msg, sizeof msg, "pool manager: %s (peer pid %ld, %s)", what, pid, pool_strerror(code));
+    s->cfg.log(msg, s->cfg.log_ctx);
+}
+
+/* ---- poller ---- */
+static void pool__mgr_srv_watch(pool__mgr_srv *s, pool__mgr_sconn *c, int add)
+{
+#if SHMQ__LINUX
+    struct epoll_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.events = c->want_out ? EPOLLOUT : EPOLLIN;
+    ev.data.ptr = c;
+    if (c->fd < 0) return;
+    if (add) epoll_ctl(s->pfd, EPOLL_CTL_ADD, c->fd, &ev);
+    else if (c->reg_out != c->want_out) epoll_ctl(s->pfd, EPOLL_CTL_MOD, c->fd, &ev);
+    c->reg_out = c->want_out;
+#else
+    (void)s; (void)c; (void)add; /* the poll() loop reads want_out each time */
+#endif
+}
+
+/* ---- connection output ---- */
+static void pool__mgr_srv_kill(pool__mgr_srv *s, pool__mgr_sconn *c);
+
+static void pool__mgr_srv_flush(pool__mgr_srv *s, pool__mgr_sconn *c)
+{
+    if (c->state == POOL__MGR_S_DEAD) return;
+    if (c->fd < 0) { c->out.n = 0; c->out_off = 0; return; }
+    while (c->out_off < c->out.n) {
+        ssize_t r = send(c->fd, c->out.p + c->out_off, c->out.n - c->out_off,
+                         POOL__MGR_MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (r > 0) { c->out_off += (size_t)r; continue; }
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            if (!c->want_out) { c->want_out = 1; pool__mgr_srv_watch(s, c, 0); }
+            return;
+        }
+        pool__mgr_srv_kill(s, c);
+        return;
+    }
+    c->out.n = 0;
+    c->out_off = 0;
+    if (c->want_out) { c->want_out = 0; pool__mgr_srv_watch(s, c, 0); }
+}
+
+/* Appends an ERROR frame; the caller then kills the connection. */
+static void pool__mgr_srv_error_frame(pool__mgr_sconn *c, int code)
+{
+    if (pool__mgr_buf_reserve(&c->out, 12)) return;
+    pool__mgr_put32(c->out.p + c->out.n, 8);
+    c->out.p[c->out.n + 4] = POOL__MGR_T_ERROR;
+    c->out.p[c->out.n + 5] = 0;
+    pool__mgr_put16(c->out.p + c->out.n + 6, 0);
+    pool__mgr_put32(c->out.p + c->out.n + 8, (uint32_t)code);
+    c->out.n += 12;
+}
+
+/* Result writers: a result is appended to c->out inside a REPLY frame. */
+static int pool__mgr_res(pool__mgr_sconn *c, int code, uint32_t nblobs, int64_t num)
+{
+    if (pool__mgr_buf_reserve(&c->out, POOL__MGR_RES_HDR)) return POOL_ENOMEM;
+    pool__mgr_put32(c->out.p + c->out.n, (uint32_t)code);
+    pool__mgr_put32(c->out.p + c->out.n + 4, nblobs);
+    pool__mgr_put64(c->out.p + c->out.n + 8, (uint64_t)num);
+    c->out.n += POOL__MGR_RES_HDR;
+    return POOL_OK;
+}
+
+static int pool__mgr_res_blob(pool__mgr_sconn *c, const uint8_t *p, uint32_t n)
+{
+    if (pool__mgr_buf_reserve(&c->out, 4 + (size_t)n)) return POOL_ENOMEM;
+    pool__mgr_put32(c->out.p + c->out.n, n);
+    if (n) memcpy(c->out.p + c->out.n + 4, p, n);
+    c->out.n += 4 + (size_t)n;
+    return POOL_OK;
+}
+
+static size_t pool__mgr_reply_begin(pool__mgr_sconn *c, uint16_t nres)
+{
+    size_t at = c->out.n;
+    if (pool__mgr_buf_reserve(&c->out, 8)) return (size_t)-1;
+    c->out.p[at + 4] = POOL__MGR_T_REPLY;
+    c->out.p[at + 5] = 0;
+    pool__mgr_put16(c->out.p + at + 6, nres);
+    c->out.n += 8;
+    return at;
+}
+
+static void pool__mgr_reply_end(pool__mgr_sconn *c, size_t at)
+{
+    pool__mgr_put32(c->out.p + at, (uint32_t)(c->out.n - at - 4));
+}
+
+/* A whole one-result REPLY frame (a parked request completing), then flush. */
+static void pool__mgr_srv_reply1(pool__mgr_srv *s, pool__mgr_sconn *c, int code, int64_t num,
+                             const uint8_t *blob, uint32_t blen, int has_blob)
+{
+    size_t at;
+    if (c->state == POOL__MGR_S_DEAD) return;
+    at = pool__mgr_reply_begin(c, 1);
+    if (at == (size_t)-1 || pool__mgr_res(c, code, has_blob ? 1 : 0, num) ||
+        (has_blob && pool__mgr_res_blob(c, blob, blen))) {
+        pool__mgr_srv_kill(s, c); /* out of memory: drop this client only */
+        return;
+    }
+    pool__mgr_reply_end(c, at);
+    pool__mgr_srv_flush(s, c);
+}
+
+/* ---- parks ---- */
+static void pool__mgr_park_unlink(pool__mgr_srv *s, pool__mgr_park *p)
+{
+    pool__mgr_obj *o = p->o;
+    if (p->prev) p->prev->next = p->next; else o->wq_head = p->next;
+    if (p->next) p->next->prev = p->prev; else o->wq_tail = p->prev;
+    p->prev = p->next = NULL;
+    if (p->deadline >= 0) {
+        if (p->tprev) p->tprev->tnext = p->tnext; else s->timed = p->tnext;
+        if (p->tnext) p->tnext->tprev = p->tprev;
+        p->tprev = p->tnext = NULL;
+        p->deadline = -1;
+    }
+    p->c->park = NULL;
+}
+
+static void pool__mgr_park_free(pool__mgr_park *p)
+{
+    POOL__MGR_FREE(p->data.p);
+    POOL__MGR_FREE(p);
+}
+
+/* Completes a park with a reply (no blob), freeing it. */
+static void pool__mgr_park_done(pool__mgr_srv *s, pool__mgr_park *p, int code, int64_t num)
+{
+    pool__mgr_sconn *c = p->c;
+    pool__mgr_park_unlink(s, p);
+    pool__mgr_park_free(p);
+    pool__mgr_srv_reply1(s, c, code, num, NULL, 0, 0);
+}
+
+static pool__mgr_park *pool__mgr_park_new(pool__mgr_srv *s, pool__mgr_sconn *c, pool__mgr_obj *o,
+                                          const pool__mgr_opv *v, uint64_t token, int timeout)
+{
+    pool__mgr_park *p = (pool__mgr_park *)POOL__MGR_MALLOC(sizeof *p);
+    if (!p) return NULL;
+    memset(p, 0, sizeof *p);
+    p->c = c;
+    p->o = o;
+    p->op = v->op;
+    p->session = c->sess ? c->sess->id : 0;
+    p->token = token;
+    p->deadline = -1;
+    p->prev = o->wq_tail;
+    if (o->wq_tail) o->wq_tail->next = p; else o->wq_head = p;
+    o->wq_tail = p;
+    c->park = p;
+    if (timeout > 0) {
+        p->deadline = pool__mgr_now_ns() + (int64_t)timeout * 1000000;
+        p->tnext = s->timed;
+        if (s->timed) s->timed->tprev = p;
+        s->timed = p;
+        if (p->deadline < s->next_deadline) s->next_deadline = p->deadline;
+    }
+    return p;
+}
+
+/* Ends a condition wait's timer: it now waits for the lock only. */
+static void pool__mgr_park_untime(pool__mgr_srv *s, pool__mgr_park *p)
+{
+    if (p->deadline < 0) return;
+    if (p->tprev) p->tprev->tnext = p->tnext; else s->timed = p->tnext;
+    if (p->tnext) p->tnext->tprev = p->tprev;
+    p->tprev = p->tnext = NULL;
+    p->deadline = -1;
+}
+
+/* ---- objects ---- */
+static int pool__mgr_is_lockish(uint8_t k)
+{
+    return k == POOL__MGR_K_LOCK || k == POOL__MGR_K_RLOCK || k == POOL__MGR_K_COND;
+}
+
+static void pool__mgr_barrier_break(pool__mgr_srv *s, pool__mgr_obj *o, int broken)
+{
+    pool__mgr_park *p = o->wq_head, *n;
+    while (p) {
+        n = p->next;
+        pool__mgr_park_done(s, p, POOL_EBROKEN, 0);
+        p = n;
+    }
+    o->arrived = 0;
+    o->broken = broken;
+}
+
+static int pool__mgr_sem_hold(pool__mgr_obj *o, uint64_t session, int64_t delta)
+{
+    size_t i;
+    for (i = 0; i < o->nholders; i++)
+        if (o->holders[i].session == session) break;
+    if (i == o->nholders) {
+        if (delta < 0) return POOL_OK; /* released by a process holding none: allowed */
+        if (o->nholders == o->holdcap) {
+            size_t nc = o->holdcap ? o->holdcap * 2 : 4;
+            pool__mgr_holder *nh = (pool__mgr_holder *)POOL__MGR_REALLOC(o->holders, sizeof *nh * nc);
+            if (!nh) return POOL_ENOMEM;
+            o->holders = nh;
+            o->holdcap = nc;
+        }
+        o->holders[i].session = session;
+        o->holders[i].count = 0;
+        o->nholders++;
+    }
+    o->holders[i].count += delta;
+    if (o->holders[i].count <= 0) o->holders[i] = o->holders[--o->nholders];
+    return POOL_OK;
+}
+
+/* The lock is free: takes it for (session, token). */
+static int pool__mgr_lock_take(pool__mgr_obj *o, uint64_t session, uint64_t token)
+{
+    int code = o->owner_died ? POOL_EOWNERDEAD : POOL_OK;
+    o->owner_session = session;
+    o->owner_token = token;
+    o->depth = 1;
+    o->owner_died = 0;
+    return code;
+}
+
+static int pool__mgr_sem_take(pool__mgr_obj *o, uint64_t session)
+{
+    if (pool__mgr_sem_hold(o, session, 1)) return POOL_ENOMEM;
+    o->value--;
+    if (o->died_units > 0) { o->died_units--; return POOL_EOWNERDEAD; }
+    return POOL_OK;
+}
+
+static void pool__mgr_q_deliver(pool__mgr_srv *s, pool__mgr_obj *q, pool__mgr_park *p);
+
+/* Grants what the object's state now allows to its waiters, in FIFO order. */
+static void pool__mgr_obj_wake(pool__mgr_srv *s, pool__mgr_obj *o)
+{
+    int progress = 1;
+    while (progress) {
+        pool__mgr_park *p = o->wq_head, *n;
+        progress = 0;
+        for (; p; p = n) {
+            n = p->next;
+            switch (o->kind) {
+            case POOL__MGR_K_LOCK: case POOL__MGR_K_RLOCK:
+                if (o->owner_session == 0) {
+                    int code = pool__mgr_lock_take(o, p->session, p->token);
+                    pool__mgr_park_done(s, p, code, 0);
+                    progress = 1;
+                }
+                break;
+            case POOL__MGR_K_COND:
+                if (o->owner_session == 0 && (p->op == POOL__MGR_OP_C_ACQ || p->reacq)) {
+                    int code = pool__mgr_lock_take(o, p->session, p->token);
+                    if (p->reacq && code == POOL_OK) code = p->result;
+                    pool__mgr_park_done(s, p, code, 0);
+                    progress = 1;
+                }
+                break;
+            case POOL__MGR_K_SEM: case POOL__MGR_K_BSEM:
+                if (o->value > 0) {
+                    int code = pool__mgr_sem_take(o, p->session);
+                    pool__mgr_park_done(s, p, code, 0);
+                    progress = 1;
+                }
+                break;
+            case POOL__MGR_K_EVENT:
+                if (o->flag) { pool__mgr_park_done(s, p, POOL_OK, 0); progress = 1; }
+                break;
+            case POOL__MGR_K_QUEUE:
+                if (p->op == POOL__MGR_OP_Q_GET && o->ring.count > 0) {
+                    pool__mgr_q_deliver(s, o, p);
+                    progress = 1;
+                } else if (p->op == POOL__MGR_OP_Q_PUT &&
+                           (o->maxsize == 0 || (int64_t)o->ring.count < o->maxsize)) {
+                    if (pool__mgr_ring_push_back(&o->ring, p->data) == POOL_OK) {
+                        p->data.p = NULL;
+                        o->unfinished++;
+                        pool__mgr_park_done(s, p, POOL_OK, 0);
+                    } else {
+                        pool__mgr_park_done(s, p, POOL_ENOMEM, 0);
+                    }
+                    progress = 1;
+                } else if (p->op == POOL__MGR_OP_Q_JOIN && o->unfinished == 0) {
+                    pool__mgr_park_done(s, p, POOL_OK, 0);
+                    progress = 1;
+                }
+                break;
+            default:
+                break;
+            }
+        }
+    }
+}
+
+/* Gives the queue's first item to a parked get (or ENOSPC if it does not fit). */
+static void pool__mgr_q_deliver(pool__mgr_srv *s, pool__mgr_obj *q, pool__mgr_park *p)
+{
+    pool__mgr_sconn *c = p->c;
+    pool__mgr_blob *first = pool__mgr_ring_at(&q->ring, 0);
+    if (first->n > p->cap) {
+        pool__mgr_park_done(s, p, POOL_ENOSPC, first->n);
+        return;
+    }
+    if (c->nheld == c->heldcap) {
+        size_t nc = c->heldcap ? c->heldcap * 2 : 4;
+        pool__mgr_held *nh = (pool__mgr_held *)POOL__MGR_REALLOC(c->held, sizeof *nh * nc);
+        if (!nh) { pool__mgr_park_done(s, p, POOL_ENOMEM, 0); return; }
+        c->held = nh;
+        c->heldcap = nc;
+    }
+    c->held[c->nheld].q = q;
+    c->held[c->nheld].item = pool__mgr_ring_remove(&q->ring, 0);
+    c->nheld++;
+    pool__mgr_park_unlink(s, p);
+    pool__mgr_park_free(p);
+    pool__mgr_srv_reply1(s, c, POOL_OK, 0, c->held[c->nheld - 1].item.p, c->held[c->nheld - 1].item.n, 1);
+}
+
+/* A waiter leaves without an answer (its connection is gone). */
+static void pool__mgr_park_cancel(pool__mgr_srv *s, pool__mgr_park *p)
+{
+    pool__mgr_obj *o = p->o;
+    pool__mgr_park_unlink(s, p);
+    pool__mgr_park_free(p);
+    if (o->kind == POOL__MGR_K_BARRIER) pool__mgr_barrier_break(s, o, 1); /* a party is lost */
+}
+
+static void pool__mgr_srv_expire(pool__mgr_srv *s, int64_t now)
+{
+    pool__mgr_park *p = s->timed, *n;
+    int64_t next = INT64_MAX;
+    while (p) {
+        n = p->tnext;
+        if (p->deadline <= now) {
+            pool__mgr_obj *o = p->o;
+            if (o->kind == POOL__MGR_K_COND && p->op == POOL__MGR_OP_C_WAIT) {
+                p->reacq = 1;
+                p->result = POOL_ETIMEDOUT;
+                pool__mgr_park_untime(s, p);
+                pool__mgr_obj_wake(s, o);
+            } else if (o->kind == POOL__MGR_K_BARRIER) {
+                pool__mgr_park_done(s, p, POOL_ETIMEDOUT, 0);
+                pool__mgr_barrier_break(s, o, 1);
+            } else {
+                pool__mgr_park_done(s, p, POOL_ETIMEDOUT, 0);
+            }
+            /* completions may have removed other timed parks: rescan from the start */
+            p = s->timed;
+            next = INT64_MAX;
+            continue;
+        }
+        if (p->deadline < next) next = p->deadline;
+        p = n;
+    }
+    s->next_deadline = next;
+}
+
+static void pool__mgr_obj_free(pool__mgr_obj *o)
+{
+    pool__mgr_map_free(&o->dict);
+    pool__mgr_ring_free(&o->ring);
+    POOL__MGR_FREE(o->holders);
+    POOL__MGR_FREE(o->val.p);
+    POOL__MGR_FREE(o);
+}
+
+/* ---- sessions: the connections of one client process ---- */
+static pool__mgr_sess *pool__mgr_sess_get(pool__mgr_srv *s, uint64_t id)
+{
+    pool__mgr_sess *x;
+    for (x = s->sessions; x; x = x->next)
+        if (x->id == id) { x->refs++; return x; }
+    x = (pool__mgr_sess *)POOL__MGR_MALLOC(sizeof *x);
+    if (!x) return NULL;
+    x->id = id;
+    x->refs = 1;
+    x->next = s->sessions;
+    s->sessions = x;
+    return x;
+}
+
+/* The client process is gone: release what it held, tell the next owners. */
+static void pool__mgr_sess_end(pool__mgr_srv *s, pool__mgr_sess *x)
+{
+    pool__mgr_sess **pp;
+    uint32_t i;
+    for (pp = &s->sessions; *pp; pp = &(*pp)->next)
+        if (*pp == x) { *pp = x->next; break; }
+    for (i = 0; i < s->nobjs; i++) {
+        pool__mgr_obj *o = s->objs[i];
+        if (pool__mgr_is_lockish(o->kind) && o->owner_session == x->id) {
+            o->owner_session = 0;
+            o->owner_token = 0;
+            o->depth = 0;
+            o->owner_died = 1;
+            pool__mgr_obj_wake(s, o);
+        } else if (o->kind == POOL__MGR_K_SEM || o->kind == POOL__MGR_K_BSEM) {
+            size_t j;
+            for (j = 0; j < o->nholders; j++)
+                if (o->holders[j].session == x->id) {
+                    int64_t k = o->holders[j].count;
+                    o->holders[j] = o->holders[--o->nholders];
+                    o->value += k;
+                    if (o->kind == POOL__MGR_K_BSEM && o->value > o->maxvalue) o->value = o->maxvalue;
+                    o->died_units += k;
+                    pool__mgr_obj_wake(s, o);
+                    break;
+                }
+        }
+    }
+    POOL__MGR_FREE(x);
+}
+
+/* ---- connections ---- */
+static pool__mgr_sconn *pool__mgr_srv_conn_new(pool__mgr_srv *s, int fd)
+{
+    pool__mgr_sconn *c = (pool__mgr_sconn *)POOL__MGR_MALLOC(sizeof *c);
+    if (!c) return NULL;
+    memset(c, 0, sizeof *c);
+    c->fd = fd;
+    c->role = POOL__MGR_R_CLIENT;
+    c->state = POOL__MGR_S_HANDSHAKE;
+    c->hs_deadline = pool__mgr_now_ns() + (int64_t)10 * 1000000000;
+    c->next = s->conns;
+    if (s->conns) s->conns->prev = c;
+    s->conns = c;
+    s->nconns++;
+    return c;
+}
+
+/* Marks a connection dead: it stops waiting now; it is freed by pool__mgr_srv_reap. */
+static void pool__mgr_srv_kill(pool__mgr_srv *s, pool__mgr_sconn *c)
+{
+    if (c->state == POOL__MGR_S_DEAD) return;
+    c->state = POOL__MGR_S_DEAD;
+    c->dnext = s->dead;
+    s->dead = c;
+    if (c->park) pool__mgr_park_cancel(s, c->park);
+}
+
+static void pool__mgr_srv_ack(pool__mgr_sconn *c)
+{
+    size_t i;
+    for (i = 0; i < c->nheld; i++) POOL__MGR_FREE(c->held[i].item.p);
+    c->nheld = 0;
+}
+
+static void pool__mgr_srv_conn_free(pool__mgr_srv *s, pool__mgr_sconn *c)
+{
+    size_t i;
+    /* undelivered (unacknowledged) items go back to the front, in their order */
+    for (i = c->nheld; i-- > 0;) {
+        pool__mgr_obj *q = c->held[i].q;
+        if (pool__mgr_ring_push_front(&q->ring, c->held[i].item) == POOL_OK) pool__mgr_obj_wake(s, q);
+        else POOL__MGR_FREE(c->held[i].item.p);
+    }
+    c->nheld = 0;
+    if (c->sess && --c->sess->refs == 0) pool__mgr_sess_end(s, c->sess);
+    c->sess = NULL;
+    if (c->fd >= 0) {
+#if SHMQ__LINUX
+        epoll_ctl(s->pfd, EPOLL_CTL_DEL, c->fd, NULL);
+#endif
+        close(c->fd);
+    }
+    if (c->prev) c->prev->next = c->next; else s->conns = c->next;
+    if (c->next) c->next->prev = c->prev;
+    s->nconns--;
+    pool__mgr_buf_free(&c->in);
+    pool__mgr_buf_free(&c->out);
+    POOL__MGR_FREE(c->held);
+    POOL__MGR_FREE(c);
+}
+
+/* Frees the dead; freeing may wake others and kill more, so loop. */
+static void pool__mgr_srv_reap(pool__mgr_srv *s)
+{
+    while (s->dead) {
+        pool__mgr_sconn *c = s->dead;
+        s->dead = c->dnext;
+        pool__mgr_srv_conn_free(s, c);
+    }
+}
+
+/* ---- request handling ---- */
+static int pool__mgr_srv_open(pool__mgr_srv *s, pool__mgr_sconn *c, const pool__mgr_opv *v)
+{
+    uint8_t idb[4];
+    pool__mgr_ent *e;
+    pool__mgr_obj *o;
+    uint32_t id;
+    if (v->bl[0] == 0) return pool__mgr_res(c, POOL_EINVAL, 0, 0);
+    if (v->bl[0] > POOL__MGR_NAME_MAX) return pool__mgr_res(c, POOL_ENAMETOOLONG, 0, 0);
+    e = pool__mgr_map_get(&s->names, v->b[0], v->bl[0], NULL);
+    if (e) {
+        id = pool__mgr_get32(e->kv + e->klen);
+        if (s->objs[id]->kind != v->kind) return pool__mgr_res(c, POOL_EKIND, 0, 0);
+        return pool__mgr_res(c, POOL_OK, 0, id);
+    }
+    if ((v->kind == POOL__MGR_K_QUEUE && v->num < 0) ||
+        ((v->kind == POOL__MGR_K_SEM || v->kind == POOL__MGR_K_BSEM) && v->num < 0) ||
+        (v->kind == POOL__MGR_K_BARRIER && v->num < 1))
+        return pool__mgr_res(c, POOL_EINVAL, 0, 0);
+    if (s->nobjs == s->objcap) {
+        uint32_t nc = s->objcap ? s->objcap * 2 : 16;
+        pool__mgr_obj **no = (pool__mgr_obj **)POOL__MGR_REALLOC(s->objs, sizeof *no * nc);
+        if (!no) return pool__mgr_res(c, POOL_ENOMEM, 0, 0);
+        s->objs = no;
+        s->objcap = nc;
+    }
+    o = (pool__mgr_obj *)POOL__MGR_MALLOC(sizeof *o);
+    if (!o) return pool__mgr_res(c, POOL_ENOMEM, 0, 0);
+    memset(o, 0, sizeof *o);
+    o->kind = v->kind;
+    o->id = id = s->nobjs;
+    o->dict.seed = s->names.seed;
+    if (v->kind == POOL__MGR_K_QUEUE) o->maxsize = v->num;
+    if (v->kind == POOL__MGR_K_SEM || v->kind == POOL__MGR_K_BSEM) o->value = o->maxvalue = v->num;
+    if (v->kind == POOL__MGR_K_BARRIER) o->parties = v->num;
+    if (v->kind == POOL__MGR_K_VALUE) {
+        static const uint8_t zero8[8] = {0};
+        if (pool__mgr_blob_make(&o->val, zero8, 8)) {
+            POOL__MGR_FREE(o);
+            return pool__mgr_res(c, POOL_ENOMEM, 0, 0);
+        }
+    }
+    pool__mgr_put32(idb, id);
+    if (pool__mgr_map_set(&s->names, v->b[0], v->bl[0], idb, 4)) {
+        pool__mgr_obj_free(o);
+        return pool__mgr_res(c, POOL_ENOMEM, 0, 0);
+    }
+    s->objs[s->nobjs++] = o;
+    return pool__mgr_res(c, POOL_OK, 0, id);
+}
+
+static int64_t pool__mgr_le_i64(const uint8_t *p) { return (int64_t)pool__mgr_get64(p); }
+
+/* Would `extra` more bytes keep the reply frame that began at `at` within max_frame? */
+static int pool__mgr_fits(pool__mgr_srv *s, pool__mgr_sconn *c, size_t at, size_t extra)
+{
+    return c->out.n - at - 4 + extra <= s->max_frame;
+}
+
+static int pool__mgr_srv_dict(pool__mgr_srv *s, pool__mgr_sconn *c, const pool__mgr_opv *v, size_t at)
+{
+    pool__mgr_obj *o = v->o;
+    pool__mgr_ent *e;
+    int rc;
+    if (v->op != POOL__MGR_OP_D_LEN && v->op != POOL__MGR_OP_D_ITER && v->op != POOL__MGR_OP_D_CLEAR) {
+        if (v->bl[0] == 0) return pool__mgr_res(c, POOL_EINVAL, 0, 0);
+        if (v->bl[0] > POOL__MGR_KEY_MAX) return pool__mgr_res(c, POOL_ENAMETOOLONG, 0, 0);
+    }
+    switch (v->op) {
+    case POOL__MGR_OP_D_SET:
+        return pool__mgr_res(c, pool__mgr_map_set(&o->dict, v->b[0], v->bl[0], v->b[1], v->bl[1]), 0, 0);
+    case POOL__MGR_OP_D_GET:
+        e = pool__mgr_map_get(&o->dict, v->b[0], v->bl[0], NULL);
+        if (!e) return pool__mgr_res(c, POOL_ENOTFOUND, 0, 0);
+        if (!pool__mgr_fits(s, c, at, POOL__MGR_RES_HDR + 4 + (size_t)e->vlen))
+            return pool__mgr_res(c, POOL_ETOOBIG, 0, e->vlen);
+        if ((rc = pool__mgr_res(c, POOL_OK, 1, e->vlen))) return rc;
+        return pool__mgr_res_blob(c, e->kv + e->klen, e->vlen);
+    case POOL__MGR_OP_D_DEL:
+        return pool__mgr_res(c, pool__mgr_map_del(&o->dict, v->b[0], v->bl[0]), 0, 0);
+    case POOL__MGR_OP_D_HAS:
+        return pool__mgr_res(c, POOL_OK, 0, pool__mgr_map_get(&o->dict, v->b[0], v->bl[0], NULL) != NULL);
+    case POOL__MGR_OP_D_LEN:
+        return pool__mgr_res(c, POOL_OK, 0, o->dict.live);
+    case POOL__MGR_OP_D_CLEAR:
+        pool__mgr_map_clear(&o->dict);
+        return pool__mgr_res(c, POOL_OK, 0, 0);
+    case POOL__MGR_OP_D_CAS:
+        e = pool__mgr_map_get(&o->dict, v->b[0], v->bl[0], NULL);
+        if (v->aux & 1) {
+            if (e) return pool__mgr_res(c, POOL_EMISMATCH, 0, 0);
+        } else if (!e || e->vlen != v->bl[1] || memcmp(e->kv + e->klen, v->b[1], v->bl[1]) != 0) {
+            return pool__mgr_res(c, POOL_EMISMATCH, 0, 0);
+        }
+        return pool__mgr_res(c, pool__mgr_map_set(&o->dict, v->b[0], v->bl[0], v->b[2], v->bl[2]), 0, 0);
+    case POOL__MGR_OP_D_ADD: {
+        int64_t x = 0;
+        uint8_t b8[8];
+        e = pool__mgr_map_get(&o->dict, v->b[0], v->bl[0], NULL);
+        if (e) {
+            if (e->vlen != 8) return pool__mgr_res(c, POOL_EINVAL, 0, 0);
+            x = pool__mgr_le_i64(e->kv + e->klen);
+        }
+        x = (int64_t)((uint64_t)x + (uint64_t)v->num); /* wraps, never UB */
+        pool__mgr_put64(b8, (uint64_t)x);
+        if (e) { memcpy(e->kv + e->klen, b8, 8); return pool__mgr_res(c, POOL_OK, 0, x); }
+        rc = pool__mgr_map_set(&o->dict, v->b[0], v->bl[0], b8, 8);
+        return pool__mgr_res(c, rc, 0, rc ? 0 : x);
+    }
+    case POOL__MGR_OP_D_ITER: {
+        /* cursor: epoch << 32 | next entry index; 0 starts; answer -1 at the end */
+        uint32_t idx = (uint32_t)(v->num & 0xffffffff), epoch = (uint32_t)((uint64_t)v->num >> 32), i, n = 0;
+        size_t bytes = 0, limit = s->max_frame / 2 < 65536 ? s->max_frame / 2 : 65536;
+        size_t resat;
+        if (v->num < 0) return pool__mgr_res(c, POOL_EINVAL, 0, 0);
+        if (v->num != 0 && epoch != o->dict.epoch) return pool__mgr_res(c, POOL_EBUSY, 0, 0);
+        resat = c->out.n;
+        if ((rc = pool__mgr_res(c, POOL_OK, 0, -1))) return rc;
+        for (i = idx; i < o->dict.nents; i++) {
+            pool__mgr_ent *x = &o->dict.ents[i];
+            size_t need = 8 + (size_t)x->klen + x->vlen;
+            if (!x->kv) continue;
+            if (n > 0 && (bytes + need > limit || !pool__mgr_fits(s, c, at, need))) break;
+            if (n == 0 && !pool__mgr_fits(s, c, at, need)) {
+                c->out.n = resat;
+                return pool__mgr_res(c, POOL_ETOOBIG, 0, 0);
+            }
+            if ((rc = pool__mgr_res_blob(c, x->kv, x->klen)) ||
+                (rc = pool__mgr_res_blob(c, x->kv + x->klen, x->vlen)))
+                return rc;
+            bytes += need;
+            n++;
+        }
+        pool__mgr_put32(c->out.p + resat + 4, 2 * n);
+        pool__mgr_put64(c->out.p + resat + 8,
+                        i < o->dict.nents ? ((uint64_t)o->dict.epoch << 32 | i) : (uint64_t)-1);
+        return POOL_OK;
+    }
+    default:
+        return POOL_EPROTO;
+    }
+}
+
+/* Normalises a Python-style index; -1 when out of range. */
+static int64_t pool__mgr_index(int64_t i, size_t n)
+{
+    if (i < 0) i += (int64_t)n;
+    return (i < 0 || i >= (int64_t)n) ? -1 : i;
+}
+
+static int pool__mgr_srv_list(pool__mgr_srv *s, pool__mgr_sconn *c, const pool__mgr_opv *v, size_t at)
+{
+    pool__mgr_obj *o = v->o;
+    pool__mgr_blob b, *x;
+    int64_t i;
+    int rc;
+    switch (v->op) {
+    case POOL__MGR_OP_L_APPEND:
+        if (pool__mgr_blob_make(&b, v->b[0], v->bl[0])) return pool__mgr_res(c, POOL_ENOMEM, 0, 0);
+        if (pool__mgr_ring_push_back(&o->ring, b)) {
+            POOL__MGR_FREE(b.p);
+            return pool__mgr_res(c, POOL_ENOMEM, 0, 0);
+        }
+        return pool__mgr_res(c, POOL_OK, 0, (int64_t)o->ring.count);
+    case POOL__MGR_OP_L_LEN:
+        return pool__mgr_res(c, POOL_OK, 0, (int64_t)o->ring.count);
+    case POOL__MGR_OP_L_GET: case POOL__MGR_OP_L_POP:
+        if ((i = pool__mgr_index(v->num, o->ring.count)) < 0) return pool__mgr_res(c, POOL_ENOTFOUND, 0, 0);
+        x = pool__mgr_ring_at(&o->ring, (size_t)i);
+        if (x->n > v->aux) return pool__mgr_res(c, POOL_ENOSPC, 0, x->n);
+        if (!pool__mgr_fits(s, c, at, POOL__MGR_RES_HDR + 4 + (size_t)x->n))
+            return pool__mgr_res(c, POOL_ETOOBIG, 0, x->n);
+        if ((rc = pool__mgr_res(c, POOL_OK, 1, x->n)) || (rc = pool__mgr_res_blob(c, x->p, x->n))) return rc;
+        if (v->op == POOL__MGR_OP_L_POP) POOL__MGR_FREE(pool__mgr_ring_remove(&o->ring, (size_t)i).p);
+        return POOL_OK;
+    case POOL__MGR_OP_L_SET:
+        if ((i = pool__mgr_index(v->num, o->ring.count)) < 0) return pool__mgr_res(c, POOL_ENOTFOUND, 0, 0);
+        if (pool__mgr_blob_make(&b, v->b[0], v->bl[0])) return pool__mgr_res(c, POOL_ENOMEM, 0, 0);
+        x = pool__mgr_ring_at(&o->ring, (size_t)i);
+        POOL__MGR_FREE(x->p);
+        *x = b;
+        return pool__mgr_res(c, POOL_OK, 0, 0);
+    default:
+        return POOL_EPROTO;
+    }
+}
+
+/* Returns 1 when parked (no result written), else writes the result. */
+static int pool__mgr_srv_queue(pool__mgr_srv *s, pool__mgr_sconn *c, const pool__mgr_opv *v, size_t at,
+                           uint64_t token, int timeout, int *parked)
+{
+    pool__mgr_obj *o = v->o;
+    pool__mgr_blob b;
+    pool__mgr_park *p;
+    int rc;
+    switch (v->op) {
+    case POOL__MGR_OP_Q_PUT:
+        if (pool__mgr_blob_make(&b, v->b[0], v->bl[0])) return pool__mgr_res(c, POOL_ENOMEM, 0, 0);
+        if (o->maxsize > 0 && (int64_t)o->ring.count >= o->maxsize) {
+            if (timeout == 0) { POOL__MGR_FREE(b.p); return pool__mgr_res(c, POOL_EFULL, 0, 0); }
+            p = pool__mgr_park_new(s, c, o, v, token, timeout);
+            if (!p) { POOL__MGR_FREE(b.p); return pool__mgr_res(c, POOL_ENOMEM, 0, 0); }
+            p->data = b;
+            *parked = 1;
+            return POOL_OK;
+        }
+        if (pool__mgr_ring_push_back(&o->ring, b)) {
+            POOL__MGR_FREE(b.p);
+            return pool__mgr_res(c, POOL_ENOMEM, 0, 0);
+        }
+        o->unfinished++;
+        pool__mgr_obj_wake(s, o);
+        return pool__mgr_res(c, POOL_OK, 0, 0);
+    case POOL__MGR_OP_Q_GET:
+        if (o->ring.count == 0) {
+            if (timeout == 0) return pool__mgr_res(c, POOL_EEMPTY, 0, 0);
+            p = pool__mgr_park_new(s, c, o, v, token, timeout);
+            if (!p) return pool__mgr_res(c, POOL_ENOMEM, 0, 0);
+            p->cap = v->aux;
+            *parked = 1;
+            return POOL_OK;
+        } else {
+            pool__mgr_blob *first = pool__mgr_ring_at(&o->ring, 0);
+            if (first->n > v->aux) return pool__mgr_res(c, POOL_ENOSPC, 0, first->n);
+            if (!pool__mgr_fits(s, c, at, POOL__MGR_RES_HDR + 4 + (size_t)first->n))
+                return pool__mgr_res(c, POOL_ETOOBIG, 0, first->n);
+            if (c->nheld == c->heldcap) {
+                size_t nc = c->heldcap ? c->heldcap * 2 : 4;
+                pool__mgr_held *nh = (pool__mgr_held *)POOL__MGR_REALLOC(c->held, sizeof *nh * nc);
+                if (!nh) return pool__mgr_res(c, POOL_ENOMEM, 0, 0);
+                c->held = nh;
+                c->heldcap = nc;
+            }
+            if ((rc = pool__mgr_res(c, POOL_OK, 1, first->n)) ||
+                (rc = pool__mgr_res_blob(c, first->p, first->n)))
+                return rc;
+            c->held[c->nheld].q = o;
+            c->held[c->nheld].item = pool__mgr_ring_remove(&o->ring, 0);
+            c->nheld++;
+            pool__mgr_obj_wake(s, o); /* room for a waiting put */
+            return POOL_OK;
+        }
+    case POOL__MGR_OP_Q_SIZE:
+        return pool__mgr_res(c, POOL_OK, 0, (int64_t)o->ring.count);
+    case POOL__MGR_OP_Q_DONE:
+        if (o->unfinished <= 0) return pool__mgr_res(c, POOL_EINVAL, 0, 0);
+        if (--o->unfinished == 0) pool__mgr_obj_wake(s, o);
+        return pool__mgr_res(c, POOL_OK, 0, 0);
+    case POOL__MGR_OP_Q_JOIN:
+        if (o->unfinished == 0) return pool__mgr_res(c, POOL_OK, 0, 0);
+        if (timeout == 0) return pool__mgr_res(c, POOL_ETIMEDOUT, 0, 0);
+        if (!pool__mgr_park_new(s, c, o, v, token, timeout)) return pool__mgr_res(c, POOL_ENOMEM, 0, 0);
+        *parked = 1;
+        return POOL_OK;
+    default:
+        return POOL_EPROTO;
+    }
+}
+
+/* Locks, semaphores, events, conditions, barriers: the waiting kinds. */
+static int pool__mgr_srv_sync(pool__mgr_srv *s, pool__mgr_sconn *c, const pool__mgr_opv *v, uint64_t token,
+                          int timeout, int *parked)
+{
+    pool__mgr_obj *o = v->o;
+    uint64_t sess = c->sess ? c->sess->id : 0;
+    pool__mgr_park *p;
+    switch (v->op) {
+    case POOL__MGR_OP_K_ACQ: case POOL__MGR_OP_C_ACQ:
+        if (o->owner_session == 0) /* waiters never wait on a free lock: wake granted it */
+            return pool__mgr_res(c, pool__mgr_lock_take(o, sess, token), 0, 0);
+        if (o->kind == POOL__MGR_K_RLOCK && o->owner_session == sess && o->owner_token == token) {
+            o->depth++;
+            return pool__mgr_res(c, POOL_OK, 0, o->depth);
+        }
+        if (timeout == 0) return pool__mgr_res(c, POOL_ETIMEDOUT, 0, 0);
+        break; /* park */
+    case POOL__MGR_OP_K_REL: case POOL__MGR_OP_C_REL:
+        if (o->owner_session != sess || (o->kind != POOL__MGR_K_LOCK && o->owner_token != token))
+            return pool__mgr_res(c, POOL_EPERM, 0, 0);
+        if (--o->depth > 0) return pool__mgr_res(c, POOL_OK, 0, o->depth);
+        o->owner_session = 0;
+        o->owner_token = 0;
+        pool__mgr_obj_wake(s, o);
+        return pool__mgr_res(c, POOL_OK, 0, 0);
+    case POOL__MGR_OP_S_ACQ:
+        if (o->value > 0) return pool__mgr_res(c, pool__mgr_sem_take(o, sess), 0, 0);
+        if (timeout == 0) return pool__mgr_res(c, POOL_ETIMEDOUT, 0, 0);
+        break;
+    case POOL__MGR_OP_S_REL:
+        if (o->kind == POOL__MGR_K_BSEM && o->value >= o->maxvalue) return pool__mgr_res(c, POOL_EFULL, 0, 0);
+        if (o->value == INT64_MAX) return pool__mgr_res(c, POOL_EFULL, 0, 0);
+        if (pool__mgr_sem_hold(o, sess, -1)) return pool__mgr_res(c, POOL_ENOMEM, 0, 0);
+        o->value++;
+        pool__mgr_obj_wake(s, o);
+        return pool__mgr_res(c, POOL_OK, 0, o->value);
+    case POOL__MGR_OP_S_VAL:
+        return pool__mgr_res(c, POOL_OK, 0, o->value);
+    case POOL__MGR_OP_E_SET:
+        o->flag = 1;
+        pool__mgr_obj_wake(s, o);
+        return pool__mgr_res(c, POOL_OK, 0, 0);
+    case POOL__MGR_OP_E_CLEAR:
+        o->flag = 0;
+        return pool__mgr_res(c, POOL_OK, 0, 0);
+    case POOL__MGR_OP_E_ISSET:
+        return pool__mgr_res(c, POOL_OK, 0, o->flag);
+    case POOL__MGR_OP_E_WAIT:
+        if (o->flag) return pool__mgr_res(c, POOL_OK, 0, 0);
+        if (timeout == 0) return pool__mgr_res(c, POOL_ETIMEDOUT, 0, 0);
+        break;
+    case POOL__MGR_OP_C_WAIT:
+        if (o->owner_session != sess || o->owner_token != token) return pool__mgr_res(c, POOL_EPERM, 0, 0);
+        o->owner_session = 0;
+        o->owner_token = 0;
+        o->depth = 0;
+        if (timeout == 0) { /* Python's wait(0): release, let others in, take it back */
+            pool__mgr_obj_wake(s, o);
+            if (o->owner_session == 0) {
+                int code = pool__mgr_lock_take(o, sess, token);
+                return pool__mgr_res(c, code == POOL_OK ? POOL_ETIMEDOUT : code, 0, 0);
+            }
+            p = pool__mgr_park_new(s, c, o, v, token, 0);
+            if (!p) return pool__mgr_res(c, POOL_ENOMEM, 0, 0);
+            p->reacq = 1;
+            p->result = POOL_ETIMEDOUT;
+        } else {
+            /* parked first (not yet notified, so wake cannot answer it), then released */
+            p = pool__mgr_park_new(s, c, o, v, token, timeout);
+            if (!p) { pool__mgr_lock_take(o, sess, token); return pool__mgr_res(c, POOL_ENOMEM, 0, 0); }
+            pool__mgr_obj_wake(s, o);
+        }
+        *parked = 1;
+        return POOL_OK;
+    case POOL__MGR_OP_C_NOTIFY: {
+        int64_t n = v->num, done = 0;
+        if (o->owner_session != sess || o->owner_token != token) return pool__mgr_res(c, POOL_EPERM, 0, 0);
+        for (p = o->wq_head; p && (n < 0 || done < n); p = p->next)
+            if (p->op == POOL__MGR_OP_C_WAIT && !p->reacq) {
+                p->reacq = 1;
+                p->result = POOL_OK;
+                pool__mgr_park_untime(s, p);
+                done++;
+            }
+        return pool__mgr_res(c, POOL_OK, 0, done);
+    }
+    case POOL__MGR_OP_B_WAIT: {
+        int64_t index;
+        if (o->broken) return pool__mgr_res(c, POOL_EBROKEN, 0, 0);
+        index = o->arrived++;
+        if (o->arrived == o->parties) {
+            pool__mgr_park *n;
+            for (p = o->wq_head; p; p = n) {
+                n = p->next;
+                pool__mgr_park_done(s, p, POOL_OK, p->num);
+            }
+            o->arrived = 0;
+            return pool__mgr_res(c, POOL_OK, 0, index);
+        }
+        if (timeout == 0) {
+            pool__mgr_barrier_break(s, o, 1);
+            return pool__mgr_res(c, POOL_ETIMEDOUT, 0, 0);
+        }
+        p = pool__mgr_park_new(s, c, o, v, token, timeout);
+        if (!p) { o->arrived--; return pool__mgr_res(c, POOL_ENOMEM, 0, 0); }
+        p->num = index;
+        *parked = 1;
+        return POOL_OK;
+    }
+    case POOL__MGR_OP_B_RESET:
+        pool__mgr_barrier_break(s, o, 0);
+        return pool__mgr_res(c, POOL_OK, 0, 0);
+    case POOL__MGR_OP_B_ABORT:
+        pool__mgr_barrier_break(s, o, 1);
+        return pool__mgr_res(c, POOL_OK, 0, 0);
+    default:
+        return POOL_EPROTO;
+    }
+    /* park a lock, semaphore or event wait */
+    if (!pool__mgr_park_new(s, c, o, v, token, timeout)) return pool__mgr_res(c, POOL_ENOMEM, 0, 0);
+    *parked = 1;
+    return POOL_OK;
+}
+
+static int pool__mgr_srv_value(pool__mgr_srv *s, pool__mgr_sconn *c, const pool__mgr_opv *v, size_t at)
+{
+    pool__mgr_obj *o = v->o;
+    pool__mgr_blob b;
+    int rc;
+    switch (v->op) {
+    case POOL__MGR_OP_V_GET:
+        if (!pool__mgr_fits(s, c, at, POOL__MGR_RES_HDR + 4 + (size_t)o->val.n))
+            return pool__mgr_res(c, POOL_ETOOBIG, 0, o->val.n);
+        if ((rc = pool__mgr_res(c, POOL_OK, 1, o->val.n))) return rc;
+        return pool__mgr_res_blob(c, o->val.p, o->val.n);
+    case POOL__MGR_OP_V_SET:
+        if (pool__mgr_blob_make(&b, v->b[0], v->bl[0])) return pool__mgr_res(c, POOL_ENOMEM, 0, 0);
+        POOL__MGR_FREE(o->val.p);
+        o->val = b;
+        return pool__mgr_res(c, POOL_OK, 0, 0);
+    case POOL__MGR_OP_V_ADD: {
+        int64_t x;
+        if (o->val.n != 8) return pool__mgr_res(c, POOL_EINVAL, 0, 0);
+        x = (int64_t)(pool__mgr_get64(o->val.p) + (uint64_t)v->num);
+        pool__mgr_put64(o->val.p, (uint64_t)x);
+        return pool__mgr_res(c, POOL_OK, 0, x);
+    }
+    case POOL__MGR_OP_V_CAS:
+        if (o->val.n != v->bl[0] || memcmp(o->val.p, v->b[0], v->bl[0]) != 0)
+            return pool__mgr_res(c, POOL_EMISMATCH, 0, 0);
+        if (pool__mgr_blob_make(&b, v->b[1], v->bl[1])) return pool__mgr_res(c, POOL_ENOMEM, 0, 0);
+        POOL__MGR_FREE(o->val.p);
+        o->val = b;
+        return pool__mgr_res(c, POOL_OK, 0, 0);
+    default:
+        return POOL_EPROTO;
+    }
+}
+
+/* Parses a REQUEST frame strictly into s->opv: POOL_OK or the code that closes the
+ * connection (POOL_EPROTO: malformed; POOL_EKIND: op or kind does not match the
+ * object; POOL_ENOTFOUND: no such object id). */
+static int pool__mgr_srv_parse(pool__mgr_srv *s, const uint8_t *f, size_t len, uint16_t *nops_out)
+{
+    uint16_t nops, i, j;
+    size_t pos = POOL__MGR_REQ_HDR;
+    if (len < POOL__MGR_REQ_HDR || f[1] != 0) return POOL_EPROTO;
+    nops = pool__mgr_get16(f + 2);
+    if (nops == 0) return POOL_EPROTO;
+    if (nops > s->opvcap) {
+        pool__mgr_opv *nv = (pool__mgr_opv *)POOL__MGR_REALLOC(s->opv, sizeof *nv * nops);
+        if (!nv) return POOL_ENOMEM;
+        s->opv = nv;
+        s->opvcap = nops;
+    }
+    for (i = 0; i < nops; i++) {
+        pool__mgr_opv *v = &s->opv[i];
+        pool__mgr_opinfo info;
+        if (len - pos < POOL__MGR_OP_HDR) return POOL_EPROTO;
+        v->op = f[pos];
+        v->kind = f[pos + 1];
+        v->nblobs = pool__mgr_get16(f + pos + 2);
+        v->id = pool__mgr_get32(f + pos + 4);
+        v->timeout = (int32_t)pool__mgr_get32(f + pos + 8);
+        v->aux = pool__mgr_get32(f + pos + 12);
+        v->num = (int64_t)pool__mgr_get64(f + pos + 16);
+        v->o = NULL;
+        pos += POOL__MGR_OP_HDR;
+        info = pool__mgr_op_info(v->op);
+        if (info.kinds == 0) return POOL_EPROTO;             /* unknown op */
+        if (v->kind >= POOL__MGR_K_COUNT) return POOL_EKIND;      /* unknown kind */
+        if (!(info.kinds & POOL__MGR_KB(v->kind))) return POOL_EKIND;
+        if (v->nblobs != info.nblobs) return POOL_EPROTO;
+        if (v->timeout < -1) return POOL_EPROTO;
+        if (nops > 1 && v->op == POOL__MGR_OP_C_WAIT) return POOL_EPROTO; /* it always waits: alone only */
+        if (v->op == POOL__MGR_OP_OPEN || v->kind == POOL__MGR_K_NONE) {
+            if (v->id != 0) return POOL_EPROTO;
+        } else {
+            if (v->id >= s->nobjs) return POOL_ENOTFOUND;
+            v->o = s->objs[v->id];
+            if (v->o->kind != v->kind) return POOL_EKIND;      /* wrong kind for the name */
+        }
+        for (j = 0; j < v->nblobs; j++) {
+            uint32_t bl;
+            if (len - pos < 4) return POOL_EPROTO;
+            bl = pool__mgr_get32(f + pos);
+            pos += 4;
+            if (bl > len - pos) return POOL_EPROTO;         /* truncated */
+            v->b[j] = f + pos;
+            v->bl[j] = bl;
+            pos += bl;
+        }
+    }
+    if (pos != len) return POOL_EPROTO; /* trailing bytes */
+    *nops_out = nops;
+    return POOL_OK;
+}
+
+/* Executes a parsed request. Returns POOL_OK, or a code that closes the connection. */
+static int pool__mgr_srv_request(pool__mgr_srv *s, pool__mgr_sconn *c, const uint8_t *f, size_t len)
+{
+    uint16_t nops = 0, i;
+    uint64_t token;
+    size_t at;
+    int rc = pool__mgr_srv_parse(s, f, len, &nops);
+    if (rc) return rc;
+    token = pool__mgr_get64(f + 4);
+    at = pool__mgr_reply_begin(c, nops);
+    if (at == (size_t)-1) return POOL_ENOMEM;
+    for (i = 0; i < nops; i++) {
+        const pool__mgr_opv *v = &s->opv[i];
+        int timeout = nops == 1 ? v->timeout : 0, parked = 0;
+        if (v->op == POOL__MGR_OP_OPEN) { rc = pool__mgr_srv_open(s, c, v); goto next; }
+        switch (v->kind) {
+        case POOL__MGR_K_NONE:
+            if (v->op == POOL__MGR_OP_SHUTDOWN) shmq__store(&s->stop, 1, SHMQ__RELEASE);
+            rc = pool__mgr_res(c, POOL_OK, 0, 0);
+            break;
+        case POOL__MGR_K_DICT: rc = pool__mgr_srv_dict(s, c, v, at); break;
+        case POOL__MGR_K_LIST: rc = pool__mgr_srv_list(s, c, v, at); break;
+        case POOL__MGR_K_QUEUE: rc = pool__mgr_srv_queue(s, c, v, at, token, timeout, &parked); break;
+        case POOL__MGR_K_VALUE: rc = pool__mgr_srv_value(s, c, v, at); break;
+        default: rc = pool__mgr_srv_sync(s, c, v, token, timeout, &parked); break;
+        }
+    next:
+        if (rc) { c->out.n = at; return rc; } /* only ENOMEM gets here: drop the partial reply */
+        if (parked) { c->out.n = at; return POOL_OK; } /* nops == 1: answered later */
+    }
+    pool__mgr_reply_end(c, at);
+    return POOL_OK;
+}
+
+/* The client's HELLO: checks version, session and (with a key) its MAC, answers. */
+static int pool__mgr_srv_hello(pool__mgr_srv *s, pool__mgr_sconn *c, const uint8_t *f, size_t len)
+{
+    uint8_t mac[32], reply[44];
+    uint64_t session;
+    const char *lc = "pool-manager-client", *ls = "pool-manager-server";
+    if (len != POOL__MGR_HELLO_LEN || f[0] != POOL__MGR_T_HELLO || f[1] != POOL__MGR_WIRE_VERSION ||
+        pool__mgr_get16(f + 2) != 0)
+        return POOL_EPROTO;
+    c->peer_pid = (long)pool__mgr_get32(f + 4);
+    session = pool__mgr_get64(f + 8);
+    if (session == 0) return POOL_EPROTO;
+    if (s->keylen) {
+        pool__mgr_hmac_sha256(s->key, s->keylen, lc, strlen(lc), c->nonce, 32, f + 16, 32, f + 8, 8, mac);
+        if (!pool__mgr_ct_equal(mac, f + 48, 32)) return POOL_EAUTH;
+        pool__mgr_hmac_sha256(s->key, s->keylen, ls, strlen(ls), f + 16, 32, c->nonce, 32, f + 8, 8, mac);
+    } else {
+        memset(mac, 0, sizeof mac);
+    }
+    c->sess = pool__mgr_sess_get(s, session);
+    if (!c->sess) return POOL_ENOMEM;
+    c->state = POOL__MGR_S_READY;
+    pool__mgr_put32(reply, 40);
+    reply[4] = POOL__MGR_T_WELCOME;
+    reply[5] = 0;
+    pool__mgr_put16(reply + 6, 0);
+    pool__mgr_put32(reply + 8, 0);
+    memcpy(reply + 12, mac, 32);
+    if (pool__mgr_buf_reserve(&c->out, sizeof reply)) return POOL_ENOMEM;
+    memcpy(c->out.p + c->out.n, reply, sizeof reply);
+    c->out.n += sizeof reply;
+    return POOL_OK;
+}
+
+/* Handles every complete frame in c->in. Returns POOL_OK, or a code after which the
+ * connection is closed (an ERROR frame carrying it is already queued). This is the
+ * whole attack surface of the server: the fuzz target drives it with raw bytes. */
+static int pool__mgr_srv_feed(pool__mgr_srv *s, pool__mgr_sconn *c)
+{
+    size_t pos = 0;
+    int rc = POOL_OK;
+    while (c->state != POOL__MGR_S_DEAD && c->in.n - pos >= 4) {
+        uint32_t len = pool__mgr_get32(c->in.p + pos);
+        const uint8_t *f = c->in.p + pos + 4;
+        if (len < 4 || len > s->max_frame) { rc = POOL_EPROTO; break; }
+        /* before the handshake only a HELLO may come: an unauthenticated peer
+         * never makes the server buffer more than that */
+        if (c->state == POOL__MGR_S_HANDSHAKE && len != POOL__MGR_HELLO_LEN) { rc = POOL_EPROTO; break; }
+        if (c->in.n - pos - 4 < len) break;
+        if (c->park) { rc = POOL_EPROTO; break; } /* a request while one waits */
+        if (c->out.n - c->out_off > s->max_frame) break; /* let the client read first */
+        if (c->state == POOL__MGR_S_HANDSHAKE) {
+            rc = pool__mgr_srv_hello(s, c, f, len);
+        } else {
+            pool__mgr_srv_ack(c); /* any frame acknowledges the items delivered before it */
+            if (f[0] == POOL__MGR_T_ACK)
+                rc = (len == POOL__MGR_REQ_HDR && f[1] == 0 && pool__mgr_get16(f + 2) == 0 &&
+                      pool__mgr_get64(f + 4) == 0)
+                         ? POOL_OK
+                         : POOL_EPROTO;
+            else if (f[0] == POOL__MGR_T_REQUEST) rc = pool__mgr_srv_request(s, c, f, len);
+            else rc = POOL_EPROTO;
+        }
+        if (rc) break;
+        pos += 4 + (size_t)len;
+    }
+    if (rc) {
+        pool__mgr_srv_log(s,
+                          rc == POOL_EAUTH ? "authentication failed" : "malformed frame, connection closed",
+                          c->peer_pid, rc);
+        pool__mgr_srv_error_frame(c, rc);
+        return rc;
+    }
+    if (pos) {
+        memmove(c->in.p, c->in.p + pos, c->in.n - pos);
+        c->in.n -= pos;
+    }
+    return POOL_OK;
+}
+
+static void pool__mgr_srv_on_read(pool__mgr_srv *s, pool__mgr_sconn *c)
+{
+    int rounds;
+    for (rounds = 0; rounds < 4 && c->state != POOL__MGR_S_DEAD; rounds++) {
+        ssize_t r;
+        size_t room;
+        if (c->want_out) return; /* output first */
+        if (c->in.n >= 4 && c->state == POOL__MGR_S_READY) { /* room for the whole frame at once */
+            uint64_t need = 4 + (uint64_t)pool__mgr_get32(c->in.p);
+            if (need <= 4 + (uint64_t)s->max_frame && need > c->in.n &&
+                pool__mgr_buf_reserve(&c->in, (size_t)need - c->in.n)) {
+                pool__mgr_srv_kill(s, c);
+                return;
+            }
+        }
+        if (pool__mgr_buf_reserve(&c->in, 4096)) { pool__mgr_srv_kill(s, c); return; }
+        room = c->in.cap - c->in.n;
+        r = recv(c->fd, c->in.p + c->in.n, room, MSG_DONTWAIT);
+        if (r == 0) { pool__mgr_srv_kill(s, c); return; }
+        if (r < 0) {
+            if (errno == EINTR) continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK) pool__mgr_srv_kill(s, c);
+            return;
+        }
+        c->in.n += (size_t)r;
+        if (pool__mgr_srv_feed(s, c)) {
+            pool__mgr_srv_flush(s, c);
+            pool__mgr_srv_kill(s, c);
+            return;
+        }
+        pool__mgr_srv_flush(s, c);
+        if ((size_t)r < room) return; /* drained; level-triggered polling brings the rest */
+    }
+}
+
+/* Checks the peer's user, then sends the challenge. */
+static void pool__mgr_srv_accept(pool__mgr_srv *s)
+{
+    int n;
+    for (n = 0; n < 64; n++) {
+        int fd = accept(s->lfd, NULL, NULL), ok = 1;
+        long pid = 0;
+        pool__mgr_sconn *c;
+        uint8_t ch[40];
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED) continue;
+            if (errno == EMFILE || errno == ENFILE)
+                pool__mgr_srv_log(s, "out of file descriptors", 0, POOL_ESYS);
+            return;
+        }
+        pool__mgr_set_fd_flags(fd, 1);
+#if defined(__linux__) && defined(SO_PEERCRED)
+        {
+            struct { int32_t pid; uint32_t uid, gid; } cred; /* the layout of Linux's struct ucred */
+            socklen_t cl = sizeof cred;
+            if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) != 0 || cl != sizeof cred) ok = 0;
+            else {
+                pid = cred.pid;
+                if (!s->cfg.allow_other_users && cred.uid != (uint32_t)s->uid) ok = 0;
+            }
+        }
+#elif defined(__APPLE__) || defined(__FreeBSD__) || defined(__OpenBSD__) || defined(__NetBSD__)
+        {
+            uid_t euid;
+            gid_t egid;
+            if (getpeereid(fd, &euid, &egid) != 0) ok = 0;
+            else if (!s->cfg.allow_other_users && euid != s->uid) ok = 0;
+        }
+#endif
+        if (!ok) {
+            uint8_t e[12];
+            pool__mgr_put32(e, 8); e[4] = POOL__MGR_T_ERROR; e[5] = 0; pool__mgr_put16(e + 6, 0);
+            pool__mgr_put32(e + 8, (uint32_t)POOL_EAUTH);
+            if (send(fd, e, sizeof e, POOL__MGR_MSG_NOSIGNAL | MSG_DONTWAIT) < 0) { /* refused anyway */ }
+            pool__mgr_srv_log(s, "peer of another user refused", pid, POOL_EAUTH);
+            close(fd);
+            continue;
+        }
+#ifdef SO_NOSIGPIPE
+        {
+            int one = 1;
+            setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &one, sizeof one);
+        } /* no MSG_NOSIGNAL there */
+#endif
+        c = pool__mgr_srv_conn_new(s, fd);
+        if (!c) { close(fd); continue; }
+        c->peer_pid = pid;
+        pool__mgr_random(c->nonce, 32);
+        pool__mgr_put32(ch, 36);
+        ch[4] = POOL__MGR_T_CHALLENGE; ch[5] = POOL__MGR_WIRE_VERSION; ch[6] = s->keylen ? 1 : 0; ch[7] = 0;
+        memcpy(ch + 8, c->nonce, 32);
+        if (pool__mgr_buf_reserve(&c->out, sizeof ch)) { pool__mgr_srv_kill(s, c); continue; }
+        memcpy(c->out.p, ch, sizeof ch);
+        c->out.n = sizeof ch;
+        pool__mgr_srv_watch(s, c, 1);
+        pool__mgr_srv_flush(s, c);
+    }
+}
+
+static void pool__mgr_srv_event(pool__mgr_srv *s, pool__mgr_sconn *c, int readable, int writable, int hup)
+{
+    char junk[64];
+    switch (c->role) {
+    case POOL__MGR_R_LISTEN: pool__mgr_srv_accept(s); return;
+    case POOL__MGR_R_STOP:
+        while (read(c->fd, junk, sizeof junk) > 0) { /* drain */ }
+        return;
+    case POOL__MGR_R_WATCH: /* the starter's end closed: it died */
+        shmq__store(&s->stop, 1, SHMQ__RELEASE);
+        return;
+    default: break;
+    }
+    if (c->state == POOL__MGR_S_DEAD) return;
+    if (writable) {
+        pool__mgr_srv_flush(s, c);
+        if (!c->want_out && c->state != POOL__MGR_S_DEAD && c->in.n) {
+            if (pool__mgr_srv_feed(s, c)) { pool__mgr_srv_flush(s, c); pool__mgr_srv_kill(s, c); return; }
+            pool__mgr_srv_flush(s, c);
+        }
+    }
+    if (hup && c->want_out && c->state != POOL__MGR_S_DEAD) { /* gone with answers unread */
+        pool__mgr_srv_kill(s, c);
+        return;
+    }
+    if (readable || hup) pool__mgr_srv_on_read(s, c);
+}
+
+/* Once a second: starter alive? handshakes too slow? */
+static void pool__mgr_srv_tick(pool__mgr_srv *s, int64_t now)
+{
+    pool__mgr_sconn *c;
+    if (s->starter_pid && (long)getppid() != s->starter_pid) shmq__store(&s->stop, 1, SHMQ__RELEASE);
+    for (c = s->conns; c; c = c->next)
+        if (c->state == POOL__MGR_S_HANDSHAKE && now > c->hs_deadline) {
+            pool__mgr_srv_log(s, "handshake timed out", c->peer_pid, POOL_ETIMEDOUT);
+            pool__mgr_srv_kill(s, c);
+        }
+    s->next_tick = now + 1000000000;
+}
+
+/* Allocates a server's state (no socket yet); also what the fuzz target uses. */
+static int pool__mgr_srv_init(pool__mgr_srv **out, const pool_manager_config *cfg)
+{
+    pool__mgr_srv *s = (pool__mgr_srv *)POOL__MGR_MALLOC(sizeof *s);
+    *out = NULL;
+    if (!s) return POOL_ENOMEM;
+    memset(s, 0, sizeof *s);
+    if (cfg) s->cfg = *cfg;
+    s->cfg.address = NULL;
+    s->cfg.authkey = NULL;
+    s->max_frame = cfg && cfg->max_frame ? cfg->max_frame : (size_t)16 << 20;
+    if (s->max_frame < 4096) s->max_frame = 4096;
+    if (s->max_frame > 0x7fffff00u) s->max_frame = 0x7fffff00u;
+    if (cfg && cfg->authkey && cfg->authkey_len) {
+        s->key = (uint8_t *)POOL__MGR_MALLOC(cfg->authkey_len);
+        if (!s->key) { POOL__MGR_FREE(s); return POOL_ENOMEM; }
+        memcpy(s->key, cfg->authkey, cfg->authkey_len);
+        s->keylen = cfg->authkey_len;
+    }
+    s->lfd = s->stop_r = s->stop_w = s->watch_fd = s->pfd = -1;
+    s->next_deadline = INT64_MAX;
+    s->uid = geteuid();
+    pool__mgr_random(&s->names.seed, sizeof s->names.seed);
+    s->listen_c.role = POOL__MGR_R_LISTEN;
+    s->stop_c.role = POOL__MGR_R_STOP;
+    s->watch_c.role = POOL__MGR_R_WATCH;
+    *out = s;
+    return POOL_OK;
+}
+
+/* Frees everything; unlinks the socket and directory only if `remove`. */
+/* Stops serving: every connection closed (blocked clients see the end at once),
+ * the listening socket closed and, if `remove_files`, the socket file and the
+ * directory we made removed. Objects stay until pool__mgr_srv_free. */
+static void pool__mgr_srv_close(pool__mgr_srv *s, int remove_files)
+{
+    pool__mgr_sess *x, *nx;
+    while (s->conns) {
+        pool__mgr_sconn *c = s->conns;
+        if (c->park) {
+            pool__mgr_park *p = c->park;
+            pool__mgr_park_unlink(s, p);
+            pool__mgr_park_free(p);
+        }
+        c->state = POOL__MGR_S_DEAD;
+        pool__mgr_srv_ack(c); /* items die with the server */
+        c->sess = NULL;
+        pool__mgr_srv_conn_free(s, c);
+    }
+    for (x = s->sessions; x; x = nx) { nx = x->next; POOL__MGR_FREE(x); }
+    s->sessions = NULL;
+    if (s->lfd >= 0) close(s->lfd);
+    s->lfd = -1;
+    if (remove_files && s->owns_path) {
+        unlink(s->path);
+        if (s->dir[0]) rmdir(s->dir);
+    }
+    s->owns_path = 0;
+}
+
+static void pool__mgr_srv_free(pool__mgr_srv *s, int remove_files)
+{
+    uint32_t i;
+    if (!s) return;
+    pool__mgr_srv_close(s, remove_files);
+    for (i = 0; i < s->nobjs; i++) {
+        pool__mgr_park *p = s->objs[i]->wq_head, *n;
+        for (; p; p = n) { n = p->next; pool__mgr_park_free(p); }
+        pool__mgr_obj_free(s->objs[i]);
+    }
+    POOL__MGR_FREE(s->objs);
+    pool__mgr_map_free(&s->names);
+    POOL__MGR_FREE(s->opv);
+    if (s->stop_r >= 0) close(s->stop_r);
+    if (s->stop_w >= 0) close(s->stop_w);
+    if (s->watch_fd >= 0) close(s->watch_fd);
+    if (s->pfd >= 0) close(s->pfd);
+    if (s->key) { memset(s->key, 0, s->keylen); POOL__MGR_FREE(s->key); }
+#if !SHMQ__LINUX
+    POOL__MGR_FREE(s->pfds);
+    POOL__MGR_FREE(s->pconns);
+#endif
+    POOL__MGR_FREE(s);
+}
+
+/* Makes the directory (unless given a path), binds and listens. */
+static int pool__mgr_srv_listen(pool__mgr_srv *s, const char *address)
+{
+    struct sockaddr_un sa;
+    int fd, p[2];
+    mode_t old;
+    if (address) {
+        if (!address[0]) return POOL_EINVAL;
+        if (strlen(address) >= sizeof sa.sun_path) return POOL_ENAMETOOLONG;
+        strcpy(s->path, address);
+    } else {
+        const char *tmp = getenv("TMPDIR");
+        if (!tmp || !tmp[0]) tmp = "/tmp";
+        if (strlen(tmp) + 40 >= sizeof s->dir) return POOL_ENAMETOOLONG;
+        snprintf(s->dir, sizeof s->dir, "%s/pool-manager-XXXXXX", tmp);
+        if (!mkdtemp(s->dir)) { s->dir[0] = 0; return POOL_ESYS; } /* mkdtemp makes it 0700 */
+        memcpy(s->path, s->dir, strlen(s->dir));
+        memcpy(s->path + strlen(s->dir), "/manager.sock", sizeof "/manager.sock");
+    }
+    fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (fd < 0) goto fail;
+    pool__mgr_set_fd_flags(fd, 1);
+    memset(&sa, 0, sizeof sa);
+    sa.sun_family = AF_UNIX;
+    strcpy(sa.sun_path, s->path);
+    old = umask(0177); /* the socket file is made 0600 */
+    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        int e = errno;
+        umask(old);
+        close(fd);
+        errno = e;
+        goto fail;
+    }
+    umask(old);
+    s->owns_path = 1;
+    chmod(s->path, 0600);
+    if (listen(fd, SOMAXCONN) != 0) { close(fd); goto fail; }
+    s->lfd = fd;
+    if (pipe(p) != 0) goto fail;
+    pool__mgr_set_fd_flags(p[0], 1);
+    pool__mgr_set_fd_flags(p[1], 1);
+    s->stop_r = p[0];
+    s->stop_w = p[1];
+    s->listen_c.fd = s->lfd;
+    s->stop_c.fd = s->stop_r;
+    return POOL_OK;
+fail:
+    {
+        int e = errno;
+        if (s->owns_path) unlink(s->path);
+        s->owns_path = 0;
+        if (s->dir[0]) rmdir(s->dir);
+        s->dir[0] = 0;
+        errno = e;
+    }
+    return POOL_ESYS;
+}
+
+POOL_DEF int pool_mserver_create(pool_mserver_t **out, const pool_manager_config *cfg)
+{
+    pool__mgr_srv *s;
+    int rc;
+    if (!out) return POOL_EINVAL;
+    *out = NULL;
+    rc = pool__mgr_srv_init(&s, cfg);
+    if (rc) return rc;
+    rc = pool__mgr_srv_listen(s, cfg ? cfg->address : NULL);
+    if (rc) { int e = errno; pool__mgr_srv_free(s, 0); errno = e; return rc; }
+    *out = s;
+    return POOL_OK;
+}
+
+POOL_DEF const char *pool_mserver_address(const pool_mserver_t *s) { return s ? s->path : ""; }
+
+POOL_DEF void pool_mserver_stop(pool_mserver_t *s)
+{
+    char b = 1;
+    if (!s) return;
+    shmq__store(&s->stop, 1, SHMQ__RELEASE);
+    if (s->stop_w >= 0 && write(s->stop_w, &b, 1) < 0) { /* full pipe: already woken */ }
+}
+
+POOL_DEF void pool_mserver_destroy(pool_mserver_t *s) { pool__mgr_srv_free(s, 1); }
+
+POOL_DEF int pool_mserver_run(pool_mserver_t *s)
+{
+#if SHMQ__LINUX
+    struct epoll_event evs[64];
+#endif
+    if (!s || s->lfd < 0) return POOL_EINVAL;
+#if SHMQ__LINUX
+    if (s->pfd < 0) {
+        s->pfd = epoll_create1(EPOLL_CLOEXEC);
+        if (s->pfd < 0) return POOL_ESYS;
+        pool__mgr_srv_watch(s, &s->listen_c, 1);
+        pool__mgr_srv_watch(s, &s->stop_c, 1);
+        if (s->watch_fd >= 0) { s->watch_c.fd = s->watch_fd; pool__mgr_srv_watch(s, &s->watch_c, 1); }
+    }
+#else
+    s->watch_c.fd = s->watch_fd;
+#endif
+    s->next_tick = pool__mgr_now_ns() + 1000000000;
+    while (!shmq__load(&s->stop, SHMQ__ACQUIRE)) {
+        int64_t now = pool__mgr_now_ns(),
+                wake = s->next_deadline < s->next_tick ? s->next_deadline : s->next_tick;
+        int timeout = wake <= now ? 0 : (int)((wake - now + 999999) / 1000000), n, i;
+#if SHMQ__LINUX
+        n = epoll_wait(s->pfd, evs, 64, timeout);
+        if (n < 0 && errno != EINTR) return POOL_ESYS;
+        for (i = 0; i < n; i++) {
+            uint32_t e = evs[i].events;
+            pool__mgr_srv_event(s, (pool__mgr_sconn *)evs[i].data.ptr, (e & EPOLLIN) != 0,
+                                (e & EPOLLOUT) != 0, (e & (EPOLLHUP | EPOLLERR)) != 0);
+        }
+#else
+        {
+            size_t k = 0, need = s->nconns + 3;
+            pool__mgr_sconn *c;
+            if (need > s->npcap) {
+                struct pollfd *np = (struct pollfd *)POOL__MGR_REALLOC(s->pfds, sizeof *np * need * 2);
+                pool__mgr_sconn **nc;
+                if (!np) return POOL_ENOMEM;
+                s->pfds = np;
+                nc = (pool__mgr_sconn **)POOL__MGR_REALLOC(s->pconns, sizeof *nc * need * 2);
+                if (!nc) return POOL_ENOMEM;
+                s->pconns = nc;
+                s->npcap = need * 2;
+            }
+            s->pfds[k].fd = s->lfd; s->pfds[k].events = POLLIN; s->pconns[k++] = &s->listen_c;
+            s->pfds[k].fd = s->stop_r; s->pfds[k].events = POLLIN; s->pconns[k++] = &s->stop_c;
+            if (s->watch_fd >= 0) {
+                s->pfds[k].fd = s->watch_fd;
+                s->pfds[k].events = POLLIN;
+                s->pconns[k++] = &s->watch_c;
+            }
+            for (c = s->conns; c; c = c->next) {
+                if (c->fd < 0 || c->state == POOL__MGR_S_DEAD) continue;
+                s->pfds[k].fd = c->fd;
+                s->pfds[k].events = c->want_out ? POLLOUT : POLLIN;
+                s->pconns[k++] = c;
+            }
+            n = poll(s->pfds, (nfds_t)k, timeout);
+            if (n < 0 && errno != EINTR) return POOL_ESYS;
+            for (i = 0; n > 0 && i < (int)k; i++) {
+                short e = s->pfds[i].revents;
+                if (!e) continue;
+                pool__mgr_srv_event(s, s->pconns[i], (e & POLLIN) != 0, (e & POLLOUT) != 0,
+                                (e & (POLLHUP | POLLERR | POLLNVAL)) != 0);
+            }
+        }
+#endif
+        now = pool__mgr_now_ns();
+        if (now >= s->next_deadline) pool__mgr_srv_expire(s, now);
+        if (now >= s->next_tick) pool__mgr_srv_tick(s, now);
+        pool__mgr_srv_reap(s);
+    }
+    pool__mgr_srv_close(s, 1);
+    return POOL_OK;
+}
+
+/* >>manager-client
+ *
+ * A pool_manager_t keeps idle connections (LIFO, so a single-threaded client
+ * reuses one, and its next request acknowledges the queue item it received). A
+ * call takes an idle connection or dials a new one, does one round trip, and gives
+ * the connection back; a connection that failed is closed instead. */
+typedef struct pool__mgr_cconn {
+    int fd;
+    int unacked;           /* a queue item was received on it and not yet acknowledged */
+    pool__mgr_buf b;           /* request, then reply */
+    struct pool__mgr_cconn *next, *anext; /* idle list; every connection */
+} pool__mgr_cconn;
+
+typedef struct pool__mgr_handle {
+    pool_manager_t *m;
+    uint32_t id;
+    uint8_t kind;
+    char *name;
+    struct pool__mgr_handle *next;
+} pool__mgr_handle;
+
+struct pool_manager_s {
+    pthread_mutex_t mu;
+    char address[108];
+    char dir[108];          /* the directory the server made (a started manager) */
+    uint8_t *key;
+    size_t keylen, max_frame;
+    int connect_timeout_ms;
+    uint64_t session;       /* this process's client identity (new after fork) */
+    pool__mgr_cconn *idle;      /* mu */
+    pool__mgr_cconn *all;       /* mu */
+    pool__mgr_handle *handles;  /* mu */
+    long server_pid;        /* started here, not detached; 0 otherwise */
+    int watch_w;            /* our end of the pipe the server watches, or -1 */
+    int started, detached;
+    int is_child;           /* set in a fork child (by the fork handler) */
+    pool_manager_t *reg_prev, *reg_next; /* pool__mgr_reg_mu */
+    int down;               /* atomic: shutdown done, fail fast */
+};
+
+static uint64_t pool__mgr_thread_token(void)
+{
+    pthread_t t = pthread_self();
+    uint64_t v = 0;
+    memcpy(&v, &t, sizeof t < sizeof v ? sizeof t : sizeof v);
+    return v ? v : 1;
+}
+
+static uint64_t pool__mgr_new_session(void)
+{
+    uint64_t s;
+    pool__mgr_random(&s, sizeof s);
+    return s ? s : 1;
+}
+
+static void pool__mgr_cconn_close(pool__mgr_cconn *c)
+{
+    if (c->fd >= 0) close(c->fd);
+    pool__mgr_buf_free(&c->b);
+    POOL__MGR_FREE(c);
+}
+
+/* Removes c from the list of every connection (mu held). */
+static void pool__mgr_mc_forget(pool_manager_t *m, pool__mgr_cconn *c)
+{
+    pool__mgr_cconn **pp;
+    for (pp = &m->all; *pp; pp = &(*pp)->anext)
+        if (*pp == c) { *pp = c->anext; return; }
+}
+
+/* FORK. A fork child must not share its parent's connections: the server would
+ * take the child's requests for the parent's (one client identity), and a parent
+ * killed while holding a lock would not be seen to die while a child it forked
+ * still held copies of its sockets. So pthread_atfork handlers, registered once,
+ * walk a registry of every open manager: before fork they take the registry lock
+ * and every manager's mu (so the child sees consistent lists), in the parent they
+ * let go, and in the child they close the inherited sockets at once (closing a
+ * copy does not disturb the parent's connection), give the manager a new client
+ * identity, and let go. The child then dials fresh connections on its first call.
+ * The handler calls only close(), open(), read() and unlock: no allocation. */
+static pthread_mutex_t pool__mgr_reg_mu = PTHREAD_MUTEX_INITIALIZER;
+static pool_manager_t *pool__mgr_reg_head; /* pool__mgr_reg_mu */
+static pthread_once_t pool__mgr_fork_once = PTHREAD_ONCE_INIT;
+
+static void pool__mgr_fork_prepare(void)
+{
+    pool_manager_t *m;
+    pthread_mutex_lock(&pool__mgr_reg_mu);
+    for (m = pool__mgr_reg_head; m; m = m->reg_next) pthread_mutex_lock(&m->mu);
+}
+
+static void pool__mgr_fork_parent(void)
+{
+    pool_manager_t *m;
+    for (m = pool__mgr_reg_head; m; m = m->reg_next) pthread_mutex_unlock(&m->mu);
+    pthread_mutex_unlock(&pool__mgr_reg_mu);
+}
+
+static void pool__mgr_fork_child(void)
+{
+    pool_manager_t *m;
+    for (m = pool__mgr_reg_head; m; m = m->reg_next) {
+        pool__mgr_cconn *c;
+        for (c = m->all; c; c = c->anext) {
+            if (c->fd >= 0) close(c->fd); /* freed by the next pool__mgr_mc_get or close */
+            c->fd = -1;
+            c->unacked = 0;
+        }
+        if (m->watch_w >= 0) close(m->watch_w);
+        m->watch_w = -1;
+        pool__mgr_random(&m->session, sizeof m->session);
+        m->session |= 1;
+        m->is_child = 1;
+        pthread_mutex_unlock(&m->mu);
+    }
+    pthread_mutex_unlock(&pool__mgr_reg_mu);
+}
+
+static void pool__mgr_fork_hook(void)
+{
+    pthread_atfork(pool__mgr_fork_prepare, pool__mgr_fork_parent, pool__mgr_fork_child);
+}
+
+static void pool__mgr_reg_add(pool_manager_t *m)
+{
+    pthread_once(&pool__mgr_fork_once, pool__mgr_fork_hook);
+    pthread_mutex_lock(&pool__mgr_reg_mu);
+    m->reg_prev = NULL;
+    m->reg_next = pool__mgr_reg_head;
+    if (pool__mgr_reg_head) pool__mgr_reg_head->reg_prev = m;
+    pool__mgr_reg_head = m;
+    pthread_mutex_unlock(&pool__mgr_reg_mu);
+}
+
+static void pool__mgr_reg_remove(pool_manager_t *m)
+{
+    pthread_mutex_lock(&pool__mgr_reg_mu);
+    if (m->reg_prev) m->reg_prev->reg_next = m->reg_next;
+    else if (pool__mgr_reg_head == m) pool__mgr_reg_head = m->reg_next;
+    if (m->reg_next) m->reg_next->reg_prev = m->reg_prev;
+    m->reg_prev = m->reg_next = NULL;
+    pthread_mutex_unlock(&pool__mgr_reg_mu);
+}
+
+/* Writes all of buf. */
+static int pool__mgr_send_all(int fd, const uint8_t *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t r = send(fd, p, n, POOL__MGR_MSG_NOSIGNAL);
+        if (r > 0) { p += r; n -= (size_t)r; continue; }
+        if (r < 0 && errno == EINTR) continue;
+        return POOL_ECONN;
+    }
+    return POOL_OK;
+}
+
+/* Reads one whole frame into b (length field included). deadline_ns < 0: none. */
+static int pool__mgr_recv_frame(int fd, pool__mgr_buf *b, size_t max_frame, int64_t deadline_ns)
+{
+    b->n = 0;
+    for (;;) {
+        ssize_t r;
+        size_t want = 4;
+        if (b->n >= 4) {
+            uint32_t len = pool__mgr_get32(b->p);
+            if (len < 4 || len > max_frame) return POOL_EPROTO;
+            want = 4 + (size_t)len;
+            if (b->n >= want) return b->n == want ? POOL_OK : POOL_EPROTO;
+        }
+        if (pool__mgr_buf_reserve(b, want - b->n)) return POOL_ENOMEM;
+        if (deadline_ns >= 0) {
+            struct pollfd pf;
+            int64_t left = deadline_ns - pool__mgr_now_ns();
+            int pr;
+            if (left <= 0) return POOL_ETIMEDOUT;
+            pf.fd = fd; pf.events = POLLIN; pf.revents = 0;
+            pr = poll(&pf, 1, (int)((left + 999999) / 1000000));
+            if (pr < 0 && errno == EINTR) continue;
+            if (pr == 0) return POOL_ETIMEDOUT;
+        }
+        r = recv(fd, b->p + b->n, b->cap - b->n, 0);
+        if (r > 0) { b->n += (size_t)r; continue; }
+        if (r < 0 && errno == EINTR) continue;
+        return POOL_ECONN;
+    }
+}
+
+/* Connects and runs the handshake (see >>manager-wire). */
+static int pool__mgr_dial(const char *address, const uint8_t *key, size_t keylen, uint64_t session,
+                      size_t max_frame, int timeout_ms, int *fd_out)
+{
+    struct sockaddr_un sa;
+    int fd, rc;
+    int64_t deadline = pool__mgr_now_ns() + (int64_t)timeout_ms * 1000000;
+    pool__mgr_buf b = {NULL, 0, 0};
+    uint8_t hello[84], mac[32];
+    const char *lc = "pool-manager-client", *ls = "pool-manager-server";
+    *fd_out = -1;
+    if (strlen(address) >= sizeof sa.sun_path) return POOL_ENAMETOOLONG;
+    fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (fd < 0) return POOL_ESYS;
+    pool__mgr_set_fd_flags(fd, 0);
+#ifdef SO_NOSIGPIPE
+    { int one = 1; setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &one, sizeof one); }
+#endif
+    memset(&sa, 0, sizeof sa);
+    sa.sun_family = AF_UNIX;
+    strcpy(sa.sun_path, address);
+    while (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        if (errno == EINTR) continue;
+        close(fd);
+        return POOL_ECONN;
+    }
+    rc = pool__mgr_recv_frame(fd, &b, 64, deadline);
+    if (rc) goto out;
+    if (b.n == 12 && b.p[4] == POOL__MGR_T_ERROR) { rc = POOL_EAUTH; goto out; }
+    if (b.n != 40 || b.p[4] != POOL__MGR_T_CHALLENGE || b.p[5] != POOL__MGR_WIRE_VERSION) {
+        rc = POOL_EPROTO;
+        goto out;
+    }
+    if ((b.p[6] != 0) != (keylen != 0)) { rc = POOL_EAUTH; goto out; } /* both sides must agree */
+    pool__mgr_put32(hello, POOL__MGR_HELLO_LEN);
+    hello[4] = POOL__MGR_T_HELLO;
+    hello[5] = POOL__MGR_WIRE_VERSION;
+    pool__mgr_put16(hello + 6, 0);
+    pool__mgr_put32(hello + 8, (uint32_t)getpid());
+    pool__mgr_put64(hello + 12, session);
+    pool__mgr_random(hello + 20, 32);
+    if (keylen)
+        pool__mgr_hmac_sha256(key, keylen, lc, strlen(lc), b.p + 8, 32, hello + 20, 32, hello + 12, 8,
+                              hello + 52);
+    else memset(hello + 52, 0, 32);
+    if (keylen)
+        pool__mgr_hmac_sha256(key, keylen, ls, strlen(ls), hello + 20, 32, b.p + 8, 32, hello + 12, 8, mac);
+    rc = pool__mgr_send_all(fd, hello, sizeof hello);
+    if (rc) goto out;
+    rc = pool__mgr_recv_frame(fd, &b, 64, deadline);
+    if (rc == POOL_ECONN) rc = POOL_EAUTH; /* closed on us during the handshake: refused */
+    if (rc) goto out;
+    if (b.n == 12 && b.p[4] == POOL__MGR_T_ERROR) { rc = POOL_EAUTH; goto out; }
+    if (b.n != 44 || b.p[4] != POOL__MGR_T_WELCOME || pool__mgr_get32(b.p + 8) != 0) {
+        rc = POOL_EPROTO;
+        goto out;
+    }
+    if (keylen && !pool__mgr_ct_equal(mac, b.p + 12, 32)) { rc = POOL_EAUTH; goto out; } /* a fake server */
+    (void)max_frame;
+out:
+    pool__mgr_buf_free(&b);
+    if (rc) close(fd);
+    else *fd_out = fd;
+    return rc;
+}
+
+/* Takes a connection for one call. */
+static int pool__mgr_mc_get(pool_manager_t *m, pool__mgr_cconn **out)
+{
+    pool__mgr_cconn *c;
+    int rc, fd;
+    if (shmq__load(&m->down, SHMQ__ACQUIRE)) return POOL_ECONN;
+    pthread_mutex_lock(&m->mu);
+    while ((c = m->idle) != NULL && c->fd < 0) { /* closed by the fork handler */
+        m->idle = c->next;
+        pool__mgr_mc_forget(m, c);
+        pool__mgr_cconn_close(c);
+    }
+    if (c) m->idle = c->next;
+    pthread_mutex_unlock(&m->mu);
+    if (c) { *out = c; return POOL_OK; }
+    rc = pool__mgr_dial(m->address, m->key, m->keylen, m->session, m->max_frame, m->connect_timeout_ms, &fd);
+    if (rc) return rc;
+    c = (pool__mgr_cconn *)POOL__MGR_MALLOC(sizeof *c);
+    if (!c) { close(fd); return POOL_ENOMEM; }
+    memset(c, 0, sizeof *c);
+    c->fd = fd;
+    pthread_mutex_lock(&m->mu);
+    c->anext = m->all;
+    m->all = c;
+    pthread_mutex_unlock(&m->mu);
+    *out = c;
+    return POOL_OK;
+}
+
+static void pool__mgr_mc_put(pool_manager_t *m, pool__mgr_cconn *c, int ok)
+{
+    pthread_mutex_lock(&m->mu);
+    if (ok && c->fd >= 0) {
+        c->next = m->idle;
+        m->idle = c;
+    } else {
+        pool__mgr_mc_forget(m, c);
+    }
+    pthread_mutex_unlock(&m->mu);
+    if (!ok || c->fd < 0) pool__mgr_cconn_close(c);
+}
+
+/* Request building, into a pool__mgr_buf. */
+static int pool__mgr_req_begin(pool__mgr_buf *b, uint16_t nops, uint64_t token)
+{
+    b->n = 0;
+    if (pool__mgr_buf_reserve(b, 4 + POOL__MGR_REQ_HDR)) return POOL_ENOMEM;
+    b->p[4] = POOL__MGR_T_REQUEST;
+    b->p[5] = 0;
+    pool__mgr_put16(b->p + 6, nops);
+    pool__mgr_put64(b->p + 8, token);
+    b->n = 4 + POOL__MGR_REQ_HDR;
+    return POOL_OK;
+}
+
+static int pool__mgr_req_op(pool__mgr_buf *b, uint8_t op, uint8_t kind, uint32_t id, int32_t timeout,
+                        uint32_t aux, int64_t num, uint16_t nblobs)
+{
+    uint8_t *p;
+    if (pool__mgr_buf_reserve(b, POOL__MGR_OP_HDR)) return POOL_ENOMEM;
+    p = b->p + b->n;
+    p[0] = op; p[1] = kind;
+    pool__mgr_put16(p + 2, nblobs);
+    pool__mgr_put32(p + 4, id);
+    pool__mgr_put32(p + 8, (uint32_t)timeout);
+    pool__mgr_put32(p + 12, aux);
+    pool__mgr_put64(p + 16, (uint64_t)num);
+    b->n += POOL__MGR_OP_HDR;
+    return POOL_OK;
+}
+
+static int pool__mgr_req_blob(pool__mgr_buf *b, const void *p, size_t n)
+{
+    if (n > 0xffffffffu) return POOL_ETOOBIG;
+    if (pool__mgr_buf_reserve(b, 4 + n)) return POOL_ENOMEM;
+    pool__mgr_put32(b->p + b->n, (uint32_t)n);
+    if (n) memcpy(b->p + b->n + 4, p, n);
+    b->n += 4 + n;
+    return POOL_OK;
+}
+
+/* Reading a reply. */
+typedef struct pool__mgr_rd {
+    const uint8_t *p, *end;
+} pool__mgr_rd;
+
+typedef struct pool__mgr_res_t {
+    int code;
+    uint32_t nblobs;
+    int64_t num;
+    const uint8_t *blob; /* first blob */
+    uint32_t blen;
+} pool__mgr_res_t;
+
+/* The next result; POOL_EPROTO if the reply is malformed. */
+static int pool__mgr_rd_res(pool__mgr_rd *r, pool__mgr_res_t *res)
+{
+    uint32_t i;
+    if (r->end - r->p < POOL__MGR_RES_HDR) return POOL_EPROTO;
+    res->code = (int32_t)pool__mgr_get32(r->p);
+    res->nblobs = pool__mgr_get32(r->p + 4);
+    res->num = (int64_t)pool__mgr_get64(r->p + 8);
+    res->blob = NULL;
+    res->blen = 0;
+    r->p += POOL__MGR_RES_HDR;
+    for (i = 0; i < res->nblobs; i++) {
+        uint32_t bl;
+        if (r->end - r->p < 4) return POOL_EPROTO;
+        bl = pool__mgr_get32(r->p);
+        if ((size_t)(r->end - r->p - 4) < bl) return POOL_EPROTO;
+        if (i == 0) { res->blob = r->p + 4; res->blen = bl; }
+        r->p += 4 + (size_t)bl;
+    }
+    return POOL_OK;
+}
+
+/* Sends b (a request of nops ops) on c, receives the reply into c->b, and sets r to
+ * read its results. Returns POOL_OK or a transport error (the connection is bad). */
+static int pool__mgr_roundtrip(pool_manager_t *m, pool__mgr_cconn *c, const pool__mgr_buf *req,
+                               uint16_t nops, pool__mgr_rd *r)
+{
+    int rc;
+    pool__mgr_put32(req->p, (uint32_t)(req->n - 4));
+    if (req->n - 4 > m->max_frame) return POOL_ETOOBIG;
+    rc = pool__mgr_send_all(c->fd, req->p, req->n);
+    if (rc) return rc;
+    c->unacked = 0;
+    rc = pool__mgr_recv_frame(c->fd, &c->b, m->max_frame + 1024, -1);
+    if (rc) return rc;
+    if (c->b.n == 12 && c->b.p[4] == POOL__MGR_T_ERROR) {
+        rc = (int32_t)pool__mgr_get32(c->b.p + 8);
+        return rc < 0 ? rc : POOL_EPROTO;
+    }
+    if (c->b.n < 8 || c->b.p[4] != POOL__MGR_T_REPLY || pool__mgr_get16(c->b.p + 6) != nops)
+        return POOL_EPROTO;
+    r->p = c->b.p + 8;
+    r->end = c->b.p + c->b.n;
+    return POOL_OK;
+}
+
+/* Where a call puts the first blob of its answer. */
+typedef struct pool__mgr_outspec {
+    void *buf;
+    size_t cap;
+    size_t *len;
+    int server_checks_cap; /* the server answered ENOSPC itself, with the size in num */
+} pool__mgr_outspec;
+
+/* One op on an object: the general single round trip. */
+static int pool__mgr_call(pool_manager_t *m, uint8_t op, uint8_t kind, uint32_t id, int timeout,
+                      uint32_t aux, int64_t num, int nblobs, const void *b0, size_t l0,
+                      const void *b1, size_t l1, const void *b2, size_t l2,
+                      const pool__mgr_outspec *out, int64_t *rnum)
+{
+    pool__mgr_cconn *c;
+    pool__mgr_rd r;
+    pool__mgr_res_t res;
+    int rc;
+    if (timeout < -1) timeout = -1;
+    rc = pool__mgr_mc_get(m, &c);
+    if (rc) return rc;
+    if ((rc = pool__mgr_req_begin(&c->b, 1, pool__mgr_thread_token())) ||
+        (rc = pool__mgr_req_op(&c->b, op, kind, id, timeout, aux, num, (uint16_t)nblobs)) ||
+        (nblobs > 0 && (rc = pool__mgr_req_blob(&c->b, b0, l0))) ||
+        (nblobs > 1 && (rc = pool__mgr_req_blob(&c->b, b1, l1))) ||
+        (nblobs > 2 && (rc = pool__mgr_req_blob(&c->b, b2, l2)))) {
+        pool__mgr_mc_put(m, c, 1);
+        return rc;
+    }
+    if (c->b.n - 4 > m->max_frame) { pool__mgr_mc_put(m, c, 1); return POOL_ETOOBIG; }
+    rc = pool__mgr_roundtrip(m, c, &c->b, 1, &r);
+    if (rc == POOL_OK) rc = pool__mgr_rd_res(&r, &res);
+    if (rc == POOL_OK && r.p != r.end) rc = POOL_EPROTO;
+    if (rc) { /* transport error, or the server's ERROR frame: the connection is done */
+        pool__mgr_mc_put(m, c, 0);
+        return rc;
+    }
+    rc = res.code;
+    if (rnum) *rnum = res.num;
+    if (out) {
+        if (rc == POOL_OK && res.nblobs >= 1) {
+            if (out->len) *out->len = res.blen;
+            if (res.blen > out->cap) rc = POOL_ENOSPC;
+            else if (res.blen) memcpy(out->buf, res.blob, res.blen);
+        } else if (rc == POOL_ENOSPC && out->len) {
+            *out->len = (size_t)res.num;
+        }
+    }
+    if (op == POOL__MGR_OP_Q_GET && res.code == POOL_OK) c->unacked = 1;
+    pool__mgr_mc_put(m, c, 1);
+    return rc;
+}
+
+/* ---- manager life ---- */
+static void pool__mgr_mc_free(pool_manager_t *m)
+{
+    pool__mgr_cconn *c, *n;
+    pool__mgr_handle *h, *hn;
+    pool__mgr_reg_remove(m);
+    for (c = m->all; c; c = n) {
+        n = c->anext;
+        if (c->unacked) { /* acknowledge the last item: no reply comes */
+            uint8_t ack[16];
+            pool__mgr_put32(ack, POOL__MGR_REQ_HDR);
+            ack[4] = POOL__MGR_T_ACK; ack[5] = 0; pool__mgr_put16(ack + 6, 0);
+            pool__mgr_put64(ack + 8, 0);
+            if (pool__mgr_send_all(c->fd, ack, sizeof ack)) { /* gone anyway */ }
+        }
+        pool__mgr_cconn_close(c);
+    }
+    for (h = m->handles; h; h = hn) { hn = h->next; POOL__MGR_FREE(h->name); POOL__MGR_FREE(h); }
+    if (m->watch_w >= 0) close(m->watch_w);
+    if (m->key) { memset(m->key, 0, m->keylen); POOL__MGR_FREE(m->key); }
+    pthread_mutex_destroy(&m->mu);
+    POOL__MGR_FREE(m);
+}
+
+static int pool__mgr_mc_new(pool_manager_t **out, const char *address, const pool_manager_config *cfg)
+{
+    pool_manager_t *m;
+    *out = NULL;
+    if (!address || !address[0]) return POOL_EINVAL;
+    if (strlen(address) >= sizeof m->address) return POOL_ENAMETOOLONG;
+    m = (pool_manager_t *)POOL__MGR_MALLOC(sizeof *m);
+    if (!m) return POOL_ENOMEM;
+    memset(m, 0, sizeof *m);
+    if (pthread_mutex_init(&m->mu, NULL) != 0) { POOL__MGR_FREE(m); return POOL_ESYS; }
+    strcpy(m->address, address);
+    m->watch_w = -1;
+    m->max_frame = cfg && cfg->max_frame ? cfg->max_frame : (size_t)16 << 20;
+    if (m->max_frame < 4096) m->max_frame = 4096;
+    if (m->max_frame > 0x7fffff00u) m->max_frame = 0x7fffff00u;
+    m->connect_timeout_ms = cfg && cfg->connect_timeout_ms > 0 ? cfg->connect_timeout_ms : 5000;
+    if (cfg && cfg->authkey && cfg->authkey_len) {
+        m->key = (uint8_t *)POOL__MGR_MALLOC(cfg->authkey_len);
+        if (!m->key) { pool__mgr_mc_free(m); return POOL_ENOMEM; }
+        memcpy(m->key, cfg->authkey, cfg->authkey_len);
+        m->keylen = cfg->authkey_len;
+    }
+    m->session = pool__mgr_new_session();
+    pool__mgr_reg_add(m);
+    *out = m;
+    return POOL_OK;
+}
+
+POOL_DEF int pool_manager_connect(pool_manager_t **out, const char *address, const pool_manager_config *cfg)
+{
+    pool_manager_t *m;
+    pool__mgr_cconn *c;
+    int rc;
+    if (!out) return POOL_EINVAL;
+    rc = pool__mgr_mc_new(&m, address, cfg);
+    if (rc) return rc;
+    rc = pool__mgr_mc_get(m, &c); /* connect now: errors show here, not at first use */
+    if (rc) { pool__mgr_mc_free(m); return rc; }
+    pool__mgr_mc_put(m, c, 1);
+    *out = m;
+    return POOL_OK;
+}
+
+/* Closes every descriptor above 2 except those in keep[] (the forked server's start). */
+static void pool__mgr_close_fds_except(const int *keep, int nkeep)
+{
+    long maxfd = sysconf(_SC_OPEN_MAX), fd;
+    int i;
+    if (maxfd < 0 || maxfd > 65536) maxfd = 65536;
+#if defined(__linux__)
+    {
+        /* /proc/self/fd lists only open ones: far fewer calls than up to the limit */
+        int fds[1024], n = 0, more = 1, listed = 0;
+        while (more) {
+            DIR *d = opendir("/proc/self/fd");
+            struct dirent *e;
+            if (!d) break;
+            listed = 1;
+            n = 0;
+            more = 0;
+            while ((e = readdir(d)) != NULL) {
+                long v;
+                char *endp;
+                if (e->d_name[0] == '.') continue;
+                v = strtol(e->d_name, &endp, 10);
+                if (*endp || v <= 2 || v == dirfd(d)) continue;
+                for (i = 0; i < nkeep; i++) if (keep[i] == v) break;
+                if (i < nkeep) continue;
+                if (n < 1024) fds[n++] = (int)v; else more = 1;
+            }
+            closedir(d);
+            for (i = 0; i < n; i++) close(fds[i]);
+        }
+        if (listed) return;
+    }
+#endif
+    for (fd = 3; fd < maxfd; fd++) {
+        for (i = 0; i < nkeep; i++) if (keep[i] == fd) break;
+        if (i == nkeep) close((int)fd);
+    }
+}
+
+/* The forked server process: never returns. */
+static void pool__mgr_server_child(pool__mgr_srv *s, int watch_r, long starter)
+{
+    struct rlimit rl;
+    sigset_t all;
+    int keep[4];
+    keep[0] = s->lfd; keep[1] = s->stop_r; keep[2] = s->stop_w; keep[3] = watch_r;
+    pool__mgr_close_fds_except(keep, 4);
+    signal(SIGINT, SIG_IGN);   /* Ctrl-C goes to the starter; we follow it when it exits */
+    signal(SIGPIPE, SIG_IGN);
+    signal(SIGALRM, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
+    sigemptyset(&all);
+    sigprocmask(SIG_SETMASK, &all, NULL);
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max; /* serve many clients */
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    s->watch_fd = watch_r;
+    s->starter_pid = starter;
+    pool_mserver_run(s);
+    pool__mgr_srv_free(s, 1);
+    _exit(0);
+}
+
+POOL_DEF int pool_manager_start(pool_manager_t **out, const pool_manager_config *cfg)
+{
+    pool__mgr_srv *s;
+    pool_manager_t *m = NULL;
+    int rc, wp[2] = {-1, -1}, detached = cfg && cfg->detached;
+    pid_t pid;
+    long starter = (long)getpid();
+    if (!out) return POOL_EINVAL;
+    *out = NULL;
+    rc = pool_mserver_create(&s, cfg);
+    if (rc) return rc;
+    rc = pool__mgr_mc_new(&m, s->path, cfg);
+    if (rc) { pool__mgr_srv_free(s, 1); return rc; }
+    if (!detached && pipe(wp) != 0) { pool__mgr_srv_free(s, 1); pool__mgr_mc_free(m); return POOL_ESYS; }
+    if (!detached) { pool__mgr_set_fd_flags(wp[0], 0); pool__mgr_set_fd_flags(wp[1], 0); }
+    pid = fork();
+    if (pid < 0) {
+        int e = errno;
+        pool__mgr_srv_free(s, 1);
+        pool__mgr_mc_free(m);
+        if (wp[0] >= 0) { close(wp[0]); close(wp[1]); }
+        errno = e;
+        return POOL_ESYS;
+    }
+    if (pid == 0) {
+        if (detached) {
+            setsid();
+            if (fork() != 0) _exit(0); /* the server is re-parented away from us */
+            pool__mgr_server_child(s, -1, 0);
+        }
+        close(wp[1]);
+        pool__mgr_server_child(s, wp[0], starter);
+    }
+    /* parent: the child owns the socket now */
+    strcpy(m->dir, s->dir);
+    s->owns_path = 0;
+    pool__mgr_srv_free(s, 0);
+    m->started = 1;
+    m->detached = detached;
+    if (detached) {
+        int st;
+        while (waitpid(pid, &st, 0) < 0 && errno == EINTR) { }
+    } else {
+        close(wp[0]);
+        m->watch_w = wp[1];
+        m->server_pid = (long)pid;
+    }
+    {
+        pool__mgr_cconn *c;
+        rc = pool__mgr_mc_get(m, &c);
+        if (rc == POOL_OK) pool__mgr_mc_put(m, c, 1);
+    }
+    if (rc) {
+        pool_manager_close(m);
+        return rc;
+    }
+    *out = m;
+    return POOL_OK;
+}
+
+POOL_DEF const char *pool_manager_address(const pool_manager_t *m) { return m ? m->address : ""; }
+
+POOL_DEF long pool_manager_server_pid(const pool_manager_t *m)
+{
+    return m && !m->is_child ? m->server_pid : 0;
+}
+
+POOL_DEF int pool_manager_ping(pool_manager_t *m)
+{
+    if (!m) return POOL_EINVAL;
+    return pool__mgr_call(m, POOL__MGR_OP_PING, 0, 0, 0, 0, 0, 0, NULL, 0, NULL, 0, NULL, 0, NULL, NULL);
+}
+
+/* Waits for our server process to exit: up to ms, then kills it. */
+static void pool__mgr_reap_server(pool_manager_t *m, int ms)
+{
+    int st, i;
+    pid_t pid = (pid_t)m->server_pid;
+    if (pid <= 0) return;
+    for (i = 0; i < ms; i++) {
+        pid_t r = waitpid(pid, &st, WNOHANG);
+        if (r == pid || (r < 0 && errno == ECHILD)) { m->server_pid = 0; return; }
+        pool__mgr_sleep_ms(1);
+    }
+    kill(pid, SIGKILL);
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) { }
+    m->server_pid = 0;
+}
+
+POOL_DEF int pool_manager_shutdown(pool_manager_t *m)
+{
+    int rc, i;
+    struct stat st;
+    if (!m) return POOL_EINVAL;
+    rc = pool__mgr_call(m, POOL__MGR_OP_SHUTDOWN, 0, 0, 0, 0, 0, 0, NULL, 0, NULL, 0, NULL, 0, NULL, NULL);
+    if (rc != POOL_OK && rc != POOL_ECONN) return rc;
+    shmq__store(&m->down, 1, SHMQ__RELEASE);
+    if (m->started && !m->is_child && !m->detached) {
+        pool__mgr_reap_server(m, 5000);
+        /* a server killed before it could clean up: its files are ours to remove */
+        unlink(m->address);
+        if (m->dir[0]) rmdir(m->dir);
+    } else {
+        for (i = 0; i < 5000 && stat(m->address, &st) == 0; i++) pool__mgr_sleep_ms(1);
+    }
+    return rc;
+}
+
+POOL_DEF void pool_manager_close(pool_manager_t *m)
+{
+    if (!m) return;
+    pool__mgr_reg_remove(m); /* first: no fork handler may see it half freed */
+    if (m->started && !m->is_child && !m->detached && m->server_pid > 0) {
+        if (!shmq__load(&m->down, SHMQ__ACQUIRE)) pool_manager_shutdown(m);
+        pool__mgr_reap_server(m, 5000);
+        unlink(m->address);
+        if (m->dir[0]) rmdir(m->dir);
+    }
+    pool__mgr_mc_free(m);
+}
+
+/* ---- handles ---- */
+static int pool__mgr_open(pool_manager_t *m, const char *name, uint8_t kind, int64_t param,
+                          pool__mgr_handle **out)
+{
+    pool__mgr_handle *h;
+    size_t nl;
+    int64_t id = 0;
+    int rc;
+    if (!out) return POOL_EINVAL;
+    *out = NULL;
+    if (!m || !name) return POOL_EINVAL;
+    nl = strlen(name);
+    if (nl == 0) return POOL_EINVAL;
+    if (nl > POOL__MGR_NAME_MAX) return POOL_ENAMETOOLONG;
+    pthread_mutex_lock(&m->mu);
+    for (h = m->handles; h; h = h->next)
+        if (h->kind == kind && strcmp(h->name, name) == 0) break;
+    pthread_mutex_unlock(&m->mu);
+    if (h) { *out = h; return POOL_OK; }
+    rc = pool__mgr_call(m, POOL__MGR_OP_OPEN, kind, 0, 0, 0, param, 1, name, nl, NULL, 0, NULL, 0, NULL, &id);
+    if (rc) return rc;
+    h = (pool__mgr_handle *)POOL__MGR_MALLOC(sizeof *h);
+    if (!h) return POOL_ENOMEM;
+    h->name = (char *)POOL__MGR_MALLOC(nl + 1);
+    if (!h->name) { POOL__MGR_FREE(h); return POOL_ENOMEM; }
+    memcpy(h->name, name, nl + 1);
+    h->m = m;
+    h->id = (uint32_t)id;
+    h->kind = kind;
+    pthread_mutex_lock(&m->mu);
+    {
+        pool__mgr_handle *x; /* another thread may have opened it meanwhile: one handle per name */
+        for (x = m->handles; x; x = x->next)
+            if (x->kind == kind && strcmp(x->name, name) == 0) break;
+        if (x) {
+            pthread_mutex_unlock(&m->mu);
+            POOL__MGR_FREE(h->name);
+            POOL__MGR_FREE(h);
+            *out = x;
+            return POOL_OK;
+        }
+    }
+    h->next = m->handles;
+    m->handles = h;
+    pthread_mutex_unlock(&m->mu);
+    *out = h;
+    return POOL_OK;
+}
+
+#define POOL__MGR_H(x) ((pool__mgr_handle *)(void *)(x))
+
+/* An op on a handle: no blobs out. */
+static int pool__mgr_hop(void *x, uint8_t op, int timeout, uint32_t aux, int64_t num, int nblobs,
+                     const void *b0, size_t l0, const void *b1, size_t l1, const void *b2, size_t l2,
+                     int64_t *rnum)
+{
+    pool__mgr_handle *h = POOL__MGR_H(x);
+    if (!h) return POOL_EINVAL;
+    return pool__mgr_call(h->m, op, h->kind, h->id, timeout, aux, num, nblobs, b0, l0, b1, l1, b2, l2, NULL,
+                          rnum);
+}
+
+/* An op on a handle whose answer is one byte string copied to buf. */
+static int pool__mgr_hop_out(void *x, uint8_t op, int timeout, int64_t num, int nblobs, const void *b0,
+                         size_t l0, void *buf, size_t cap, size_t *len)
+{
+    pool__mgr_handle *h = POOL__MGR_H(x);
+    pool__mgr_outspec o;
+    uint32_t aux = cap > 0xffffffffu ? 0xffffffffu : (uint32_t)cap;
+    if (!h || (!buf && cap)) return POOL_EINVAL;
+    o.buf = buf; o.cap = cap; o.len = len; o.server_checks_cap = 1;
+    return pool__mgr_call(h->m, op, h->kind, h->id, timeout, aux, num, nblobs, b0, l0, NULL, 0, NULL, 0, &o,
+                          NULL);
+}
+
+static int pool__mgr_key_ok(const void *key, size_t klen)
+{
+    if (!key || klen == 0) return POOL_EINVAL;
+    return klen > POOL__MGR_KEY_MAX ? POOL_ENAMETOOLONG : POOL_OK;
+}
+
+#define POOL__MGR_BYTES_OK(p, n) ((p) != NULL || (n) == 0)
+
+POOL_DEF int pool_manager_dict(pool_manager_t *m, const char *name, pool_dict_t **out)
+{
+    pool__mgr_handle *h = NULL;
+    int rc;
+    if (!out) return POOL_EINVAL;
+    rc = pool__mgr_open(m, name, (uint8_t)(POOL__MGR_K_DICT), 0, &h);
+    *out = (pool_dict_t *)(void *)h;
+    return rc;
+}
+
+POOL_DEF int pool_manager_list(pool_manager_t *m, const char *name, pool_list_t **out)
+{
+    pool__mgr_handle *h = NULL;
+    int rc;
+    if (!out) return POOL_EINVAL;
+    rc = pool__mgr_open(m, name, (uint8_t)(POOL__MGR_K_LIST), 0, &h);
+    *out = (pool_list_t *)(void *)h;
+    return rc;
+}
+
+POOL_DEF int pool_manager_queue(pool_manager_t *m, const char *name, int64_t maxsize, pool_queue_t **out)
+{
+    pool__mgr_handle *h = NULL;
+    int rc;
+    if (!out) return POOL_EINVAL;
+    *out = NULL;
+    if (maxsize < 0) return POOL_EINVAL;
+    rc = pool__mgr_open(m, name, (uint8_t)(POOL__MGR_K_QUEUE), maxsize, &h);
+    *out = (pool_queue_t *)(void *)h;
+    return rc;
+}
+
+POOL_DEF int pool_manager_lock(pool_manager_t *m, const char *name, pool_lock_t **out)
+{
+    pool__mgr_handle *h = NULL;
+    int rc;
+    if (!out) return POOL_EINVAL;
+    rc = pool__mgr_open(m, name, (uint8_t)(POOL__MGR_K_LOCK), 0, &h);
+    *out = (pool_lock_t *)(void *)h;
+    return rc;
+}
+
+POOL_DEF int pool_manager_rlock(pool_manager_t *m, const char *name, pool_lock_t **out)
+{
+    pool__mgr_handle *h = NULL;
+    int rc;
+    if (!out) return POOL_EINVAL;
+    rc = pool__mgr_open(m, name, (uint8_t)(POOL__MGR_K_RLOCK), 0, &h);
+    *out = (pool_lock_t *)(void *)h;
+    return rc;
+}
+
+POOL_DEF int pool_manager_semaphore(pool_manager_t *m, const char *name, int64_t initial, int bounded,
+                                    pool_sem_t **out)
+{
+    pool__mgr_handle *h = NULL;
+    int rc;
+    if (!out) return POOL_EINVAL;
+    *out = NULL;
+    if (initial < 0) return POOL_EINVAL;
+    rc = pool__mgr_open(m, name, (uint8_t)(bounded ? POOL__MGR_K_BSEM : POOL__MGR_K_SEM), initial, &h);
+    *out = (pool_sem_t *)(void *)h;
+    return rc;
+}
+
+POOL_DEF int pool_manager_event(pool_manager_t *m, const char *name, pool_event_t **out)
+{
+    pool__mgr_handle *h = NULL;
+    int rc;
+    if (!out) return POOL_EINVAL;
+    rc = pool__mgr_open(m, name, (uint8_t)(POOL__MGR_K_EVENT), 0, &h);
+    *out = (pool_event_t *)(void *)h;
+    return rc;
+}
+
+POOL_DEF int pool_manager_condition(pool_manager_t *m, const char *name, pool_cond_t **out)
+{
+    pool__mgr_handle *h = NULL;
+    int rc;
+    if (!out) return POOL_EINVAL;
+    rc = pool__mgr_open(m, name, (uint8_t)(POOL__MGR_K_COND), 0, &h);
+    *out = (pool_cond_t *)(void *)h;
+    return rc;
+}
+
+POOL_DEF int pool_manager_barrier(pool_manager_t *m, const char *name, int64_t parties, pool_barrier_t **out)
+{
+    pool__mgr_handle *h = NULL;
+    int rc;
+    if (!out) return POOL_EINVAL;
+    *out = NULL;
+    if (parties < 1) return POOL_EINVAL;
+    rc = pool__mgr_open(m, name, (uint8_t)(POOL__MGR_K_BARRIER), parties, &h);
+    *out = (pool_barrier_t *)(void *)h;
+    return rc;
+}
+
+POOL_DEF int pool_manager_value(pool_manager_t *m, const char *name, pool_value_t **out)
+{
+    pool__mgr_handle *h = NULL;
+    int rc;
+    if (!out) return POOL_EINVAL;
+    rc = pool__mgr_open(m, name, (uint8_t)(POOL__MGR_K_VALUE), 0, &h);
+    *out = (pool_value_t *)(void *)h;
+    return rc;
+}
+
+
+/* ---- dict ---- */
+POOL_DEF int pool_dict_set(pool_dict_t *d, const void *key, size_t klen, const void *val, size_t vlen)
+{
+    int kc;
+    if ((kc = pool__mgr_key_ok(key, klen)) != POOL_OK) return kc;
+    if (!POOL__MGR_BYTES_OK(val, vlen)) return POOL_EINVAL;
+    return pool__mgr_hop(d, POOL__MGR_OP_D_SET, 0, 0, 0, 2, key, klen, val, vlen, NULL, 0, NULL);
+}
+
+POOL_DEF int pool_dict_get(pool_dict_t *d, const void *key, size_t klen, void *buf, size_t cap, size_t *vlen)
+{
+    int kc;
+    if ((kc = pool__mgr_key_ok(key, klen)) != POOL_OK) return kc;
+    return pool__mgr_hop_out(d, POOL__MGR_OP_D_GET, 0, 0, 1, key, klen, buf, cap, vlen);
+}
+
+POOL_DEF int pool_dict_delete(pool_dict_t *d, const void *key, size_t klen)
+{
+    int kc;
+    if ((kc = pool__mgr_key_ok(key, klen)) != POOL_OK) return kc;
+    return pool__mgr_hop(d, POOL__MGR_OP_D_DEL, 0, 0, 0, 1, key, klen, NULL, 0, NULL, 0, NULL);
+}
+
+POOL_DEF int pool_dict_contains(pool_dict_t *d, const void *key, size_t klen)
+{
+    int kc;
+    int64_t n = 0;
+    int rc;
+    if ((kc = pool__mgr_key_ok(key, klen)) != POOL_OK) return kc;
+    rc = pool__mgr_hop(d, POOL__MGR_OP_D_HAS, 0, 0, 0, 1, key, klen, NULL, 0, NULL, 0, &n);
+    return rc ? rc : (n != 0);
+}
+
+POOL_DEF int pool_dict_len(pool_dict_t *d, size_t *n)
+{
+    int64_t x = 0;
+    int rc = pool__mgr_hop(d, POOL__MGR_OP_D_LEN, 0, 0, 0, 0, NULL, 0, NULL, 0, NULL, 0, &x);
+    if (rc == POOL_OK && n) *n = (size_t)x;
+    return rc;
+}
+
+POOL_DEF int pool_dict_clear(pool_dict_t *d)
+{ return pool__mgr_hop(d, POOL__MGR_OP_D_CLEAR, 0, 0, 0, 0, NULL, 0, NULL, 0, NULL, 0, NULL); }
+
+POOL_DEF int pool_dict_cas(pool_dict_t *d, const void *key, size_t klen, const void *expected, size_t elen,
+                           const void *val, size_t vlen)
+{
+    int kc;
+    if ((kc = pool__mgr_key_ok(key, klen)) != POOL_OK) return kc;
+    if (!POOL__MGR_BYTES_OK(val, vlen) || (expected == NULL && elen != 0)) return POOL_EINVAL;
+    return pool__mgr_hop(d, POOL__MGR_OP_D_CAS, 0, expected ? 0 : 1, 0, 3, key, klen, expected, elen, val,
+                         vlen, NULL);
+}
+
+POOL_DEF int pool_dict_add(pool_dict_t *d, const void *key, size_t klen, int64_t delta, int64_t *result)
+{
+    int kc;
+    if ((kc = pool__mgr_key_ok(key, klen)) != POOL_OK) return kc;
+    return pool__mgr_hop(d, POOL__MGR_OP_D_ADD, 0, 0, delta, 1, key, klen, NULL, 0, NULL, 0, result);
+}
+
+POOL_DEF int pool_dict_iter(pool_dict_t *d, pool_dict_item_fn fn, void *user)
+{
+    pool__mgr_handle *h = POOL__MGR_H(d);
+    int64_t cursor = 0;
+    if (!h || !fn) return POOL_EINVAL;
+    for (;;) {
+        pool__mgr_cconn *c;
+        pool__mgr_rd r;
+        pool__mgr_res_t res;
+        uint32_t i;
+        int rc = pool__mgr_mc_get(h->m, &c), stop = 0;
+        if (rc) return rc;
+        if ((rc = pool__mgr_req_begin(&c->b, 1, pool__mgr_thread_token())) ||
+            (rc = pool__mgr_req_op(&c->b, POOL__MGR_OP_D_ITER, h->kind, h->id, 0, 0, cursor, 0))) {
+            pool__mgr_mc_put(h->m, c, 1);
+            return rc;
+        }
+        rc = pool__mgr_roundtrip(h->m, c, &c->b, 1, &r);
+        if (rc == POOL_OK) rc = pool__mgr_rd_res(&r, &res);
+        if (rc) { pool__mgr_mc_put(h->m, c, 0); return rc; }
+        if (res.code) { pool__mgr_mc_put(h->m, c, 1); return res.code; }
+        /* walk the pairs (the reply was checked by pool__mgr_rd_res) */
+        r.p = c->b.p + 8 + POOL__MGR_RES_HDR;
+        for (i = 0; i + 1 < res.nblobs && !stop; i += 2) {
+            const uint8_t *k = r.p + 4, *v;
+            uint32_t kl = pool__mgr_get32(r.p), vl;
+            r.p += 4 + (size_t)kl;
+            vl = pool__mgr_get32(r.p);
+            v = r.p + 4;
+            r.p += 4 + (size_t)vl;
+            stop = fn(k, kl, v, vl, user);
+        }
+        pool__mgr_mc_put(h->m, c, 1);
+        if (stop) return stop;
+        if (res.num < 0) return POOL_OK;
+        cursor = res.num;
+    }
+}
+
+/* ---- list ---- */
+POOL_DEF int pool_list_append(pool_list_t *l, const void *val, size_t len)
+{
+    if (!POOL__MGR_BYTES_OK(val, len)) return POOL_EINVAL;
+    return pool__mgr_hop(l, POOL__MGR_OP_L_APPEND, 0, 0, 0, 1, val, len, NULL, 0, NULL, 0, NULL);
+}
+POOL_DEF int pool_list_get(pool_list_t *l, int64_t index, void *buf, size_t cap, size_t *len)
+{ return pool__mgr_hop_out(l, POOL__MGR_OP_L_GET, 0, index, 0, NULL, 0, buf, cap, len); }
+POOL_DEF int pool_list_set(pool_list_t *l, int64_t index, const void *val, size_t len)
+{
+    if (!POOL__MGR_BYTES_OK(val, len)) return POOL_EINVAL;
+    return pool__mgr_hop(l, POOL__MGR_OP_L_SET, 0, 0, index, 1, val, len, NULL, 0, NULL, 0, NULL);
+}
+POOL_DEF int pool_list_pop(pool_list_t *l, int64_t index, void *buf, size_t cap, size_t *len)
+{ return pool__mgr_hop_out(l, POOL__MGR_OP_L_POP, 0, index, 0, NULL, 0, buf, cap, len); }
+POOL_DEF int pool_list_len(pool_list_t *l, size_t *n)
+{
+    int64_t x = 0;
+    int rc = pool__mgr_hop(l, POOL__MGR_OP_L_LEN, 0, 0, 0, 0, NULL, 0, NULL, 0, NULL, 0, &x);
+    if (rc == POOL_OK && n) *n = (size_t)x;
+    return rc;
+}
+
+/* ---- queue ---- */
+POOL_DEF int pool_queue_put(pool_queue_t *q, const void *data, size_t len, int timeout_ms)
+{
+    if (!POOL__MGR_BYTES_OK(data, len)) return POOL_EINVAL;
+    return pool__mgr_hop(q, POOL__MGR_OP_Q_PUT, timeout_ms, 0, 0, 1, data, len, NULL, 0, NULL, 0, NULL);
+}
+POOL_DEF int pool_queue_get(pool_queue_t *q, void *buf, size_t cap, size_t *len, int timeout_ms)
+{ return pool__mgr_hop_out(q, POOL__MGR_OP_Q_GET, timeout_ms, 0, 0, NULL, 0, buf, cap, len); }
+POOL_DEF int pool_queue_size(pool_queue_t *q, size_t *n)
+{
+    int64_t x = 0;
+    int rc = pool__mgr_hop(q, POOL__MGR_OP_Q_SIZE, 0, 0, 0, 0, NULL, 0, NULL, 0, NULL, 0, &x);
+    if (rc == POOL_OK && n) *n = (size_t)x;
+    return rc;
+}
+POOL_DEF int pool_queue_task_done(pool_queue_t *q)
+{ return pool__mgr_hop(q, POOL__MGR_OP_Q_DONE, 0, 0, 0, 0, NULL, 0, NULL, 0, NULL, 0, NULL); }
+POOL_DEF int pool_queue_join(pool_queue_t *q, int timeout_ms)
+{ return pool__mgr_hop(q, POOL__MGR_OP_Q_JOIN, timeout_ms, 0, 0, 0, NULL, 0, NULL, 0, NULL, 0, NULL); }
+
+/* ---- lock, semaphore, event, condition, barrier ---- */
+POOL_DEF int pool_lock_acquire(pool_lock_t *l, int timeout_ms)
+{ return pool__mgr_hop(l, POOL__MGR_OP_K_ACQ, timeout_ms, 0, 0, 0, NULL, 0, NULL, 0, NULL, 0, NULL); }
+POOL_DEF int pool_lock_release(pool_lock_t *l)
+{ return pool__mgr_hop(l, POOL__MGR_OP_K_REL, 0, 0, 0, 0, NULL, 0, NULL, 0, NULL, 0, NULL); }
+POOL_DEF int pool_sem_acquire(pool_sem_t *s, int timeout_ms)
+{ return pool__mgr_hop(s, POOL__MGR_OP_S_ACQ, timeout_ms, 0, 0, 0, NULL, 0, NULL, 0, NULL, 0, NULL); }
+POOL_DEF int pool_sem_release(pool_sem_t *s)
+{ return pool__mgr_hop(s, POOL__MGR_OP_S_REL, 0, 0, 0, 0, NULL, 0, NULL, 0, NULL, 0, NULL); }
+POOL_DEF int pool_sem_value(pool_sem_t *s, int64_t *value)
+{ return pool__mgr_hop(s, POOL__MGR_OP_S_VAL, 0, 0, 0, 0, NULL, 0, NULL, 0, NULL, 0, value); }
+POOL_DEF int pool_event_set(pool_event_t *e)
+{ return pool__mgr_hop(e, POOL__MGR_OP_E_SET, 0, 0, 0, 0, NULL, 0, NULL, 0, NULL, 0, NULL); }
+POOL_DEF int pool_event_clear(pool_event_t *e)
+{ return pool__mgr_hop(e, POOL__MGR_OP_E_CLEAR, 0, 0, 0, 0, NULL, 0, NULL, 0, NULL, 0, NULL); }
+POOL_DEF int pool_event_is_set(pool_event_t *e)
+{
+    int64_t x = 0;
+    int rc = pool__mgr_hop(e, POOL__MGR_OP_E_ISSET, 0, 0, 0, 0, NULL, 0, NULL, 0, NULL, 0, &x);
+    return rc ? rc : (x != 0);
+}
+POOL_DEF int pool_event_wait(pool_event_t *e, int timeout_ms)
+{ return pool__mgr_hop(e, POOL__MGR_OP_E_WAIT, timeout_ms, 0, 0, 0, NULL, 0, NULL, 0, NULL, 0, NULL); }
+POOL_DEF int pool_cond_acquire(pool_cond_t *c, int timeout_ms)
+{ return pool__mgr_hop(c, POOL__MGR_OP_C_ACQ, timeout_ms, 0, 0, 0, NULL, 0, NULL, 0, NULL, 0, NULL); }
+POOL_DEF int pool_cond_release(pool_cond_t *c)
+{ return pool__mgr_hop(c, POOL__MGR_OP_C_REL, 0, 0, 0, 0, NULL, 0, NULL, 0, NULL, 0, NULL); }
+POOL_DEF int pool_cond_wait(pool_cond_t *c, int timeout_ms)
+{ return pool__mgr_hop(c, POOL__MGR_OP_C_WAIT, timeout_ms, 0, 0, 0, NULL, 0, NULL, 0, NULL, 0, NULL); }
+POOL_DEF int pool_cond_notify(pool_cond_t *c, int n)
+{ return pool__mgr_hop(c, POOL__MGR_OP_C_NOTIFY, 0, 0, n, 0, NULL, 0, NULL, 0, NULL, 0, NULL); }
+POOL_DEF int pool_cond_notify_all(pool_cond_t *c) { return pool_cond_notify(c, -1); }
+POOL_DEF int pool_barrier_wait(pool_barrier_t *b, int timeout_ms, int64_t *index)
+{ return pool__mgr_hop(b, POOL__MGR_OP_B_WAIT, timeout_ms, 0, 0, 0, NULL, 0, NULL, 0, NULL, 0, index); }
+POOL_DEF int pool_barrier_reset(pool_barrier_t *b)
+{ return pool__mgr_hop(b, POOL__MGR_OP_B_RESET, 0, 0, 0, 0, NULL, 0, NULL, 0, NULL, 0, NULL); }
+POOL_DEF int pool_barrier_abort(pool_barrier_t *b)
+{ return pool__mgr_hop(b, POOL__MGR_OP_B_ABORT, 0, 0, 0, 0, NULL, 0, NULL, 0, NULL, 0, NULL); }
+
+/* ---- value ---- */
+POOL_DEF int pool_value_set_int(pool_value_t *v, int64_t x)
+{
+    uint8_t b[8];
+    pool__mgr_put64(b, (uint64_t)x);
+    return pool__mgr_hop(v, POOL__MGR_OP_V_SET, 0, 0, 0, 1, b, 8, NULL, 0, NULL, 0, NULL);
+}
+POOL_DEF int pool_value_get_int(pool_value_t *v, int64_t *x)
+{
+    uint8_t b[8];
+    size_t n = 0;
+    int rc = pool__mgr_hop_out(v, POOL__MGR_OP_V_GET, 0, 0, 0, NULL, 0, b, sizeof b, &n);
+    if (rc == POOL_ENOSPC || (rc == POOL_OK && n != 8)) return POOL_EINVAL;
+    if (rc == POOL_OK && x) *x = (int64_t)pool__mgr_get64(b);
+    return rc;
+}
+POOL_DEF int pool_value_add(pool_value_t *v, int64_t delta, int64_t *result)
+{ return pool__mgr_hop(v, POOL__MGR_OP_V_ADD, 0, 0, delta, 0, NULL, 0, NULL, 0, NULL, 0, result); }
+POOL_DEF int pool_value_set(pool_value_t *v, const void *data, size_t len)
+{
+    if (!POOL__MGR_BYTES_OK(data, len)) return POOL_EINVAL;
+    return pool__mgr_hop(v, POOL__MGR_OP_V_SET, 0, 0, 0, 1, data, len, NULL, 0, NULL, 0, NULL);
+}
+POOL_DEF int pool_value_get(pool_value_t *v, void *buf, size_t cap, size_t *len)
+{ return pool__mgr_hop_out(v, POOL__MGR_OP_V_GET, 0, 0, 0, NULL, 0, buf, cap, len); }
+POOL_DEF int pool_value_cas(pool_value_t *v, const void *expected, size_t elen, const void *val, size_t vlen)
+{
+    if (!POOL__MGR_BYTES_OK(expected, elen) || !POOL__MGR_BYTES_OK(val, vlen)) return POOL_EINVAL;
+    return pool__mgr_hop(v, POOL__MGR_OP_V_CAS, 0, 0, 0, 2, expected, elen, val, vlen, NULL, 0, NULL);
+}
+
+/* ---- batch ---- */
+typedef struct pool__mgr_bout {
+    void *buf;
+    size_t cap;
+    size_t *len;
+    int64_t *result;
+    int *rc;
+} pool__mgr_bout;
+
+struct pool_batch_s {
+    pool_manager_t *m;
+    pool__mgr_buf req;
+    pool__mgr_bout *outs;
+    size_t n, cap;
+};
+
+POOL_DEF int pool_batch_create(pool_manager_t *m, pool_batch_t **out)
+{
+    pool_batch_t *b;
+    if (!out) return POOL_EINVAL;
+    *out = NULL;
+    if (!m) return POOL_EINVAL;
+    b = (pool_batch_t *)POOL__MGR_MALLOC(sizeof *b);
+    if (!b) return POOL_ENOMEM;
+    memset(b, 0, sizeof *b);
+    b->m = m;
+    *out = b;
+    return POOL_OK;
+}
+
+POOL_DEF void pool_batch_free(pool_batch_t *b)
+{
+    if (!b) return;
+    pool__mgr_buf_free(&b->req);
+    POOL__MGR_FREE(b->outs);
+    POOL__MGR_FREE(b);
+}
+
+POOL_DEF size_t pool_batch_count(const pool_batch_t *b) { return b ? b->n : 0; }
+
+/* Records one op; on any failure the batch is left as it was. */
+static int pool__mgr_batch_add(pool_batch_t *b, void *x, uint8_t op, int64_t num, int nblobs,
+                           const void *b0, size_t l0, const void *b1, size_t l1, pool__mgr_bout o)
+{
+    pool__mgr_handle *h = POOL__MGR_H(x);
+    size_t mark = b ? b->req.n : 0;
+    int rc;
+    if (!b || !h || h->m != b->m) return POOL_EINVAL;
+    if (b->n >= 65535) return POOL_ETOOBIG;
+    if (b->n == b->cap) {
+        size_t nc = b->cap ? b->cap * 2 : 16;
+        pool__mgr_bout *no = (pool__mgr_bout *)POOL__MGR_REALLOC(b->outs, sizeof *no * nc);
+        if (!no) return POOL_ENOMEM;
+        b->outs = no;
+        b->cap = nc;
+    }
+    if (b->n == 0 && (rc = pool__mgr_req_begin(&b->req, 0, 0))) return rc;
+    if (b->n == 0) mark = b->req.n;
+    if ((rc = pool__mgr_req_op(&b->req, op, h->kind, h->id, 0,
+                               o.cap > 0xffffffffu ? 0xffffffffu : (uint32_t)o.cap, num,
+                               (uint16_t)nblobs)) ||
+        (nblobs > 0 && (rc = pool__mgr_req_blob(&b->req, b0, l0))) ||
+        (nblobs > 1 && (rc = pool__mgr_req_blob(&b->req, b1, l1)))) {
+        b->req.n = mark;
+        return rc;
+    }
+    if (b->req.n - 4 > b->m->max_frame) { b->req.n = mark; return POOL_ETOOBIG; }
+    b->outs[b->n++] = o;
+    return POOL_OK;
+}
+
+static pool__mgr_bout pool__mgr_bo(void *buf, size_t cap, size_t *len, int64_t *result, int *rc)
+{
+    pool__mgr_bout o;
+    o.buf = buf; o.cap = cap; o.len = len; o.result = result; o.rc = rc;
+    return o;
+}
+
+POOL_DEF int pool_batch_dict_set(pool_batch_t *b, pool_dict_t *d, const void *key, size_t klen,
+                                 const void *val, size_t vlen, int *rc)
+{
+    int kc;
+    if ((kc = pool__mgr_key_ok(key, klen)) != POOL_OK) return kc;
+    if (!POOL__MGR_BYTES_OK(val, vlen)) return POOL_EINVAL;
+    return pool__mgr_batch_add(b, d, POOL__MGR_OP_D_SET, 0, 2, key, klen, val, vlen,
+                               pool__mgr_bo(NULL, 0, NULL, NULL, rc));
+}
+POOL_DEF int pool_batch_dict_get(pool_batch_t *b, pool_dict_t *d, const void *key, size_t klen,
+                                 void *buf, size_t cap, size_t *vlen, int *rc)
+{
+    int kc;
+    if ((kc = pool__mgr_key_ok(key, klen)) != POOL_OK) return kc;
+    if (!buf && cap) return POOL_EINVAL;
+    return pool__mgr_batch_add(b, d, POOL__MGR_OP_D_GET, 0, 1, key, klen, NULL, 0,
+                               pool__mgr_bo(buf, cap, vlen, NULL, rc));
+}
+POOL_DEF int pool_batch_dict_delete(pool_batch_t *b, pool_dict_t *d, const void *key, size_t klen, int *rc)
+{
+    int kc;
+    if ((kc = pool__mgr_key_ok(key, klen)) != POOL_OK) return kc;
+    return pool__mgr_batch_add(b, d, POOL__MGR_OP_D_DEL, 0, 1, key, klen, NULL, 0,
+                               pool__mgr_bo(NULL, 0, NULL, NULL, rc));
+}
+POOL_DEF int pool_batch_dict_add(pool_batch_t *b, pool_dict_t *d, const void *key, size_t klen,
+                                 int64_t delta, int64_t *result, int *rc)
+{
+    int kc;
+    if ((kc = pool__mgr_key_ok(key, klen)) != POOL_OK) return kc;
+    return pool__mgr_batch_add(b, d, POOL__MGR_OP_D_ADD, delta, 1, key, klen, NULL, 0,
+                               pool__mgr_bo(NULL, 0, NULL, result, rc));
+}
+POOL_DEF int pool_batch_list_append(pool_batch_t *b, pool_list_t *l, const void *val, size_t len, int *rc)
+{
+    if (!POOL__MGR_BYTES_OK(val, len)) return POOL_EINVAL;
+    return pool__mgr_batch_add(b, l, POOL__MGR_OP_L_APPEND, 0, 1, val, len, NULL, 0,
+                               pool__mgr_bo(NULL, 0, NULL, NULL, rc));
+}
+POOL_DEF int pool_batch_queue_put(pool_batch_t *b, pool_queue_t *q, const void *data, size_t len, int *rc)
+{
+    if (!POOL__MGR_BYTES_OK(data, len)) return POOL_EINVAL;
+    return pool__mgr_batch_add(b, q, POOL__MGR_OP_Q_PUT, 0, 1, data, len, NULL, 0,
+                               pool__mgr_bo(NULL, 0, NULL, NULL, rc));
+}
+POOL_DEF int pool_batch_value_add(pool_batch_t *b, pool_value_t *v, int64_t delta, int64_t *result, int *rc)
+{
+    return pool__mgr_batch_add(b, v, POOL__MGR_OP_V_ADD, delta, 0, NULL, 0, NULL, 0,
+                               pool__mgr_bo(NULL, 0, NULL, result, rc));
+}
+
+POOL_DEF int pool_batch_run(pool_batch_t *b)
+{
+    pool__mgr_cconn *c;
+    pool__mgr_rd r;
+    size_t i;
+    int rc, first = POOL_OK;
+    if (!b) return POOL_EINVAL;
+    if (b->n == 0) return POOL_OK;
+    pool__mgr_put16(b->req.p + 6, (uint16_t)b->n);
+    pool__mgr_put64(b->req.p + 8, pool__mgr_thread_token());
+    rc = pool__mgr_mc_get(b->m, &c);
+    if (rc == POOL_OK) {
+        rc = pool__mgr_roundtrip(b->m, c, &b->req, (uint16_t)b->n, &r);
+        if (rc) pool__mgr_mc_put(b->m, c, 0);
+    }
+    if (rc) {
+        for (i = 0; i < b->n; i++) if (b->outs[i].rc) *b->outs[i].rc = rc;
+        b->n = 0;
+        return rc;
+    }
+    for (i = 0; i < b->n; i++) {
+        pool__mgr_res_t res;
+        pool__mgr_bout *o = &b->outs[i];
+        int code;
+        if (pool__mgr_rd_res(&r, &res)) { first = first ? first : POOL_EPROTO; code = POOL_EPROTO; }
+        else {
+            code = res.code;
+            if (o->result && code == POOL_OK) *o->result = res.num;
+            if (o->buf || o->len) {
+                if (code == POOL_OK && res.nblobs >= 1) {
+                    if (o->len) *o->len = res.blen;
+                    if (res.blen > o->cap) code = POOL_ENOSPC;
+                    else if (res.blen) memcpy(o->buf, res.blob, res.blen);
+                }
+            }
+        }
+        if (o->rc) *o->rc = code;
+        if (code && !first) first = code;
+    }
+    pool__mgr_mc_put(b->m, c, first != POOL_EPROTO);
+    b->n = 0;
+    return first;
+}
+/* <<manager */
 
 #endif /* POOL__IMPLEMENTATION_DONE */
 #endif /* POOL_IMPLEMENTATION */
