@@ -148,9 +148,14 @@
  *
  *   Every function may be called from any thread at any time, on the same pool,
  *   including from inside tasks, except: pool_join and pool_destroy not from a worker
- *   of that pool (POOL_EINWORKER / no-op), and one iterator is read by one thread at a
- *   time. Callbacks (progress, on_done, initializer, finalizer) never run under a
- *   lock of the pool, so they may call the pool.
+ *   of that pool or from a process pool's completion callback (POOL_EINWORKER /
+ *   no-op), and one iterator is read by one thread at a time. Callbacks (progress,
+ *   on_done, initializer, finalizer) never run under a lock of the pool, so they may
+ *   call it (a process pool's callbacks run on its monitor thread: keep them short,
+ *   and do not wait there for that pool's work). A future's waiters are woken before
+ *   its callback runs; free a future after pool_future_on_done returned, not inside
+ *   the callback of another thread's future.
+ *   Free iterators before pool_destroy (futures may outlive the pool; iterators not).
  *
  * ERRORS
  *
@@ -165,8 +170,12 @@
  *     killed safely); terminate does not stop it. A process pool's terminate kills
  *     its workers.
  *   - A process pool has at most 128 jobs (maps, futures) in its workers at once;
- *     further futures wait in the parent, in order. A map is cut into at most 256
- *     chunks.
+ *     further futures wait in the parent, in order; iterators together hold at most
+ *     half of them. A map is cut into at most 256 chunks.
+ *   - Workers of a process pool (fork start method) inherit the arenas of process
+ *     pools created before it: such memory is returned once those workers exit.
+ *   - pool_shared_alloc / pool_shared_free are for the parent: a worker process
+ *     cannot allocate from the arena (POOL_EINWORKER semantics: NULL).
  *   - apply_async arguments up to 48 bytes live inside the future; larger ones use a
  *     heap buffer that is recycled with the future.
  *   - The queue is unbounded unless config.max_queued is set.
@@ -859,7 +868,7 @@ POOL_DEF int pool_batch_run(pool_batch_t *b);
 /* >>impl-types */
 enum { POOL__ITEM_FUTURE = 1, POOL__ITEM_JOB = 2 };
 enum { POOL__F_QUEUED = 0, POOL__F_RUNNING = 1, POOL__F_DONE = 2 };
-enum { POOL__CB_NONE = 0, POOL__CB_SET = 1, POOL__CB_FIRED = 2 };
+enum { POOL__CB_NONE = 0, POOL__CB_SET = 1, POOL__CB_FIRED = 2, POOL__CB_SETTING = 3 };
 enum { POOL__OPEN = 0, POOL__CLOSED = 1, POOL__TERMINATED = 2 };
 enum { POOL__JOB_MAP = 1, POOL__JOB_FOR = 2, POOL__JOB_IMAP = 3 };
 enum { POOL__SLOT_FREE = 0, POOL__SLOT_RUNNING = 1, POOL__SLOT_DONE = 2 };
@@ -955,7 +964,7 @@ struct pool_s {
     pool__item *head, *tail;
     int sleepers;
     int state;                /* POOL__OPEN / CLOSED / TERMINATED; atomic reads */
-    int joined;
+    int joined;               /* 0, 1 being joined, 2 joined */
     int init_done, init_failed, go;
     /* atomic: */
     uint64_t qlen;            /* items in the run queue (written under mu) */
@@ -1039,7 +1048,7 @@ typedef struct pool__pchunk {   /* 64 bytes: one cache line per chunk */
 typedef struct pool__pslot {
     uint32_t gen;      /* atomic: odd while the parent writes the slot, even once published */
     uint32_t kind;     /* POOL__PJ_* */
-    uint32_t done;     /* atomic: 0 -> 1 once every chunk is done or cancelled */
+    uint32_t done;     /* atomic: the generation; gen | 1 once every chunk is done or cancelled */
     uint32_t nchunks;
     uint64_t fn, ctx;  /* function pointer and context, as integers */
     uint64_t in, out, codes; /* arena addresses (codes: per-element codes for imap, or 0) */
@@ -1099,6 +1108,11 @@ struct pool__proc {
     pid_t server_pid;
     pthread_t monitor;
     int monitor_started;      /* atomic */
+    int mon_join;             /* under pool.mu: 0, 1 being joined, 2 joined */
+    size_t iter_windows;      /* under pool.mu: job slots iterators may hold */
+    unsigned char *via_server;/* [nworkers]: forked by the fork server (monitor only) */
+    int *fails;               /* [nworkers]: failed starts in a row (monitor only) */
+    double *next_try;         /* [nworkers]: when to start it again (monitor only) */
     struct pollfd *pfd;       /* the monitor's poll set (here so that forked workers still reach it) */
     int workers_alive;
     uint64_t deaths, started;
@@ -1127,6 +1141,7 @@ static int pool__piter_next(pool_iter_t *it, void *out, size_t *index, int timeo
 static void pool__piter_free_windows(pool_iter_t *it);
 
 static POOL__TLS pool__worker *pool__self;
+static int pool__in_monitor(const pool_t *p);
 static unsigned pool__fork_generation;
 static pthread_once_t pool__atfork_once = PTHREAD_ONCE_INIT;
 
@@ -1611,12 +1626,28 @@ static void pool__stop_workers(pool_t *p, int started)
     p->go = 1;
     pthread_cond_broadcast(&p->work_cv);
     pthread_mutex_unlock(&p->mu);
-    if (p->proc) {
-        if (shmq__load(&p->proc->monitor_started, SHMQ__ACQUIRE)) {
-            pool__proc_poke(p);
-            pthread_join(p->proc->monitor, NULL);
-            shmq__store(&p->proc->monitor_started, 0, SHMQ__RELEASE);
+    if (p->proc) { /* join the monitor once; concurrent callers wait for that join */
+        struct pool__proc *pp = p->proc;
+        pool__proc_poke(p);
+        if (pool__in_monitor(p)) return; /* a callback: the monitor stops by itself */
+        pthread_mutex_lock(&p->mu);
+        if (!shmq__load(&pp->monitor_started, SHMQ__ACQUIRE) || pp->mon_join == 2) {
+            pthread_mutex_unlock(&p->mu);
+            return;
         }
+        if (pp->mon_join == 1) {
+            while (pp->mon_join != 2) pthread_cond_wait(&p->done_cv, &p->mu);
+            pthread_mutex_unlock(&p->mu);
+            return;
+        }
+        pp->mon_join = 1;
+        pthread_mutex_unlock(&p->mu);
+        pthread_join(pp->monitor, NULL);
+        pthread_mutex_lock(&p->mu);
+        pp->mon_join = 2;
+        shmq__store(&pp->monitor_started, 0, SHMQ__RELEASE);
+        pthread_cond_broadcast(&p->done_cv);
+        pthread_mutex_unlock(&p->mu);
         return;
     }
     for (i = 0; i < started; i++) pthread_join(p->workers[i].thread, NULL);
@@ -1639,6 +1670,7 @@ POOL_DEF int pool_create(pool_t **out, const pool_config *cfg)
     if (c.kind == POOL_PROCESSES && pool__self && pool__self->pool && pool__self->pool->proc)
         return POOL_EINWORKER; /* a process-pool worker does not start pools of processes */
     if (c.workers == 0) c.workers = pool__online_cpus();
+    if (c.kind == POOL_PROCESSES && c.workers > 4096) return POOL_EINVAL; /* owner ids are 16-bit */
     if (!c.name || !c.name[0]) c.name = "pool";
     if (c.progress_interval_ms == 0) c.progress_interval_ms = 100;
     if (c.spin_us == 0) c.spin_us = 50;
@@ -1970,10 +2002,12 @@ POOL_DEF int pool_future_on_done(pool_future_t *f, pool_done_fn cb, void *user)
 {
     uint32_t expected = POOL__CB_NONE;
     if (!f || !cb) return POOL_EINVAL;
-    if (shmq__load(&f->cb_state, SHMQ__ACQUIRE) != POOL__CB_NONE) return POOL_EBUSY;
+    /* claim the slot first (SETTING), so that a concurrent second caller cannot
+     * overwrite the callback of the first */
+    if (!shmq__cas(&f->cb_state, &expected, (uint32_t)POOL__CB_SETTING)) return POOL_EBUSY;
     f->cb = cb;
     f->cb_user = user;
-    if (!shmq__cas(&f->cb_state, &expected, (uint32_t)POOL__CB_SET)) return POOL_EBUSY;
+    shmq__store(&f->cb_state, (uint32_t)POOL__CB_SET, SHMQ__SEQ_CST);
     /* if it completed meanwhile, the completer may not have seen SET: whoever
      * exchanges SET for FIRED calls it (see pool__future_complete) */
     if (shmq__load(&f->state, SHMQ__SEQ_CST) == POOL__F_DONE &&
@@ -2064,8 +2098,15 @@ POOL_DEF int pool_wait_all(pool_future_t *const *fs, size_t n, int timeout_ms)
 static int64_t pool__auto_chunk(const pool_t *p, int64_t n, int want_progress)
 {
     int64_t parts = (int64_t)p->nworkers * (want_progress ? 32 : 4) + 1;
-    int64_t c = (n + parts - 1) / parts;
+    int64_t c = n / parts + (n % parts != 0);
     return c < 1 ? 1 : c;
+}
+
+/* A chunk size from the caller, clamped to [1, n] before any arithmetic. */
+static int64_t pool__chunk_of(const pool_t *p, const pool_map_opts *o, int64_t n, int want_progress)
+{
+    if (o && o->chunksize) return o->chunksize > (size_t)n ? n : (int64_t)o->chunksize;
+    return pool__auto_chunk(p, n, want_progress);
 }
 
 static void pool__job_init(pool__job *j, int kind, int64_t begin, int64_t end, int64_t chunk)
@@ -2187,7 +2228,7 @@ POOL_DEF int pool_map(pool_t *p, pool_fn fn, const void *in, size_t in_size,
     if (rc != POOL_OK || n == 0) return rc;
     pool__progress_init(&pr, p, opts);
     if (p->proc) return pool__proc_map(p, fn, in, in_size, out, out_size, n, opts, &pr);
-    chunk = opts && opts->chunksize ? (int64_t)opts->chunksize : pool__auto_chunk(p, (int64_t)n, pr.fn != NULL);
+    chunk = pool__chunk_of(p, opts, (int64_t)n, pr.fn != NULL);
     pool__job_init(&j, POOL__JOB_MAP, 0, (int64_t)n, chunk);
     j.fn = fn;
     j.ctx = opts ? opts->ctx : NULL;
@@ -2215,6 +2256,7 @@ POOL_DEF int pool_parallel_for(pool_t *p, int64_t begin, int64_t end, int64_t gr
     range = end - begin;
     pool__progress_init(&pr, p, NULL);
     if (grain == 0) grain = pool__auto_chunk(p, range, pr.fn != NULL);
+    if (grain > range) grain = range;
     if (p->proc) {
         pool_failure f;
         uint64_t fnv;
@@ -2241,6 +2283,7 @@ struct pool_iter_s {
     struct pool__pwin *win;   /* process pool: the chunks in flight */
     size_t nwin;
     uint64_t next_pub;        /* process pool: the next chunk to publish */
+    size_t wbudget;           /* process pool: windows counted in iter_windows */
 };
 
 static int pool__imap(pool_t *p, pool_fn fn, const void *in, size_t in_size, size_t out_size,
@@ -2270,8 +2313,7 @@ static int pool__imap(pool_t *p, pool_fn fn, const void *in, size_t in_size, siz
         *out = it;
         return POOL_OK;
     }
-    chunk = opts && opts->chunksize ? (int64_t)opts->chunksize
-                                    : pool__auto_chunk(p, (int64_t)n, 1);
+    chunk = pool__chunk_of(p, opts, (int64_t)n, 1);
     nslots = opts && opts->max_inflight ? opts->max_inflight : (size_t)p->nworkers * 4;
     pool__job_init(j, POOL__JOB_IMAP, 0, (int64_t)n, chunk);
     if ((uint64_t)nslots > j->nchunks) nslots = (size_t)j->nchunks;
@@ -2428,8 +2470,9 @@ POOL_DEF int pool_iter_next(pool_iter_t *it, void *out, size_t *index, int timeo
             pthread_mutex_unlock(&p->mu);
             return POOL_ECANCELLED;
         }
-        /* help: run a chunk of our own job */
-        got = pool__claim_chunk(p, j, &t.chunk, &t.slot);
+        /* help: run a chunk of our own job (only without a time limit: a timed
+         * wait only waits) */
+        got = timeout_ms < 0 ? pool__claim_chunk(p, j, &t.chunk, &t.slot) : 0;
         if (got) {
             pthread_mutex_unlock(&p->mu);
             pool__job_run_chunk(p, j, t.chunk, t.slot);
@@ -2549,7 +2592,8 @@ static void pool__arena_free(struct pool__proc *pp, void *ptr)
     unsigned cls;
     if (!ptr) return;
     blk = (unsigned char *)ptr - 64;
-    POOL_ASSERT(((pool__blk *)blk)->magic == POOL__BLK_MAGIC);
+    if ((uintptr_t)ptr % 64 != 0 || blk < pp->base || ((pool__blk *)blk)->magic != POOL__BLK_MAGIC)
+        return; /* not a block of ours (or freed twice): never corrupt the lists */
     cls = (unsigned)((pool__blk *)blk)->cls;
     ((pool__blk *)blk)->magic = 0;
     pthread_mutex_lock(&pp->amu);
@@ -2624,7 +2668,10 @@ static void pool__pcheck_done(struct pool__proc *pp, pool__pslot *s, uint32_t ge
         uint32_t v = shmq__load(&s->chunks[c].state, SHMQ__ACQUIRE) & 0xFFFFu;
         if (v != POOL__CH_DONE && v != POOL__CH_CANCELLED) return;
     }
-    if (shmq__cas(&s->done, &zero, 1u)) pool__pnotify(pp);
+    /* `done` holds the job's generation, odd once done: a late CAS from an
+     * earlier job of this slot expects another value and fails */
+    zero = gen;
+    if (shmq__cas(&s->done, &zero, gen | 1u)) pool__pnotify(pp);
 }
 
 /* A worker whose parent is gone exits (within ~100 ms) even while it is busy:
@@ -2694,7 +2741,7 @@ static int pool__pclaim(struct pool__proc *pp, int w, pool__pslot **slot, uint32
         uint32_t si = (uint32_t)(e & 0xFFFFFFFFu), g = (uint32_t)(e >> 32), c, n;
         pool__pslot *s = &pp->slots[si];
         int spent = 1;
-        if (si < POOL__NSLOTS && shmq__load(&s->gen, SHMQ__ACQUIRE) == g && !shmq__load(&s->done, SHMQ__ACQUIRE)) {
+        if (si < POOL__NSLOTS && shmq__load(&s->gen, SHMQ__ACQUIRE) == g && !(shmq__load(&s->done, SHMQ__ACQUIRE) & 1u)) {
             uint32_t want = (g & 0xFFFFu) << 16 | POOL__CH_FREE;
             n = s->nchunks;
             for (c = 0; c < n && c < POOL__MAXCH; c++) {
@@ -2788,12 +2835,46 @@ static void pool__pworker_main(pool_t *p, int w)
 
 /* >>process-parent */
 
+/* A pipe whose ends are close-on-exec from the start (where pipe2 exists), so a
+ * program that another thread or a task execs does not keep a worker's life pipe. */
+static int pool__pipe_cloexec(int fds[2])
+{
+#if SHMQ__LINUX && defined(SYS_pipe2)
+    if (syscall(SYS_pipe2, fds, O_CLOEXEC) == 0) return 0;
+#endif
+    if (pipe(fds) != 0) return -1;
+    fcntl(fds[0], F_SETFD, FD_CLOEXEC);
+    fcntl(fds[1], F_SETFD, FD_CLOEXEC);
+    return 0;
+}
+
+/* The fork server is gone: reap it; workers are forked from the monitor from now on. */
+static void pool__pserver_lost(pool_t *p)
+{
+    struct pool__proc *pp = p->proc;
+    if (pp->server_pid <= 0) return;
+    kill(pp->server_pid, SIGKILL);
+    while (waitpid(pp->server_pid, NULL, 0) < 0 && errno == EINTR) {}
+    pp->server_pid = -1;
+    if (p->cfg.log) p->cfg.log("pool: the fork server died; forking workers directly", p->cfg.log_ctx);
+}
+
+static ssize_t pool__ctl_send(int fd, const void *buf, size_t len)
+{
+#ifdef MSG_NOSIGNAL
+    return send(fd, buf, len, MSG_NOSIGNAL); /* a dead server must not SIGPIPE us */
+#else
+    return write(fd, buf, len);
+#endif
+}
+
 /* Forks worker w (from the monitor thread, or through the fork server). */
 static int pool__pspawn(pool_t *p, int w)
 {
     struct pool__proc *pp = p->proc;
     int fds[2];
     pid_t pid;
+    shmq__store(&pp->ledger[w].state, (uint32_t)POOL__W_STARTING, SHMQ__SEQ_CST);
     if (pp->server_pid > 0) {
         /* the server forks; it sends back the pid and the read end of the life pipe */
         struct msghdr mh;
@@ -2804,7 +2885,10 @@ static int pool__pspawn(pool_t *p, int w)
         ssize_t r;
         msg[0] = w;
         msg[1] = 0;
-        if (write(pp->ctl[0], msg, sizeof msg) != (ssize_t)sizeof msg) return -1;
+        if (pool__ctl_send(pp->ctl[0], msg, sizeof msg) != (ssize_t)sizeof msg) {
+            pool__pserver_lost(p);
+            return pool__pspawn(p, w);
+        }
         memset(&mh, 0, sizeof mh);
         iov.iov_base = msg;
         iov.iov_len = sizeof msg;
@@ -2813,17 +2897,21 @@ static int pool__pspawn(pool_t *p, int w)
         mh.msg_control = u.buf;
         mh.msg_controllen = sizeof u.buf;
         do r = recvmsg(pp->ctl[0], &mh, 0); while (r < 0 && errno == EINTR);
-        if (r != (ssize_t)sizeof msg || msg[1] <= 0) return -1;
+        if (r != (ssize_t)sizeof msg) {
+            pool__pserver_lost(p);
+            return pool__pspawn(p, w);
+        }
+        if (msg[1] <= 0) return -1; /* the server could not fork now: retried later */
         cm = CMSG_FIRSTHDR(&mh);
         if (!cm || cm->cmsg_type != SCM_RIGHTS) return -1;
         memcpy(&pp->death_fd[w], CMSG_DATA(cm), sizeof(int));
         fcntl(pp->death_fd[w], F_SETFD, FD_CLOEXEC);
         pp->pid[w] = msg[1];
-        pp->started++;
+        pp->via_server[w] = 1;
+        shmq__fetch_add(&pp->started, 1u, SHMQ__RELAXED);
         return 0;
     }
-    if (pipe(fds) != 0) return -1;
-    shmq__store(&pp->ledger[w].state, (uint32_t)POOL__W_STARTING, SHMQ__SEQ_CST);
+    if (pool__pipe_cloexec(fds) != 0) return -1;
     pid = fork();
     if (pid < 0) {
         close(fds[0]);
@@ -2835,10 +2923,10 @@ static int pool__pspawn(pool_t *p, int w)
         pool__pworker_main(p, w); /* never returns */
     }
     close(fds[1]);
-    fcntl(fds[0], F_SETFD, FD_CLOEXEC);
     pp->death_fd[w] = fds[0];
     pp->pid[w] = pid;
-    pp->started++;
+    pp->via_server[w] = 0;
+    shmq__fetch_add(&pp->started, 1u, SHMQ__RELAXED);
     return 0;
 }
 
@@ -2852,9 +2940,8 @@ static void pool__fork_server(pool_t *p)
     pp->ctl[0] = -1;
     pp->server_pid = getpid(); /* the workers' parent */
     signal(SIGINT, SIG_IGN);
-#if SHMQ__LINUX
-    prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
-#endif
+    /* no PR_SET_PDEATHSIG here: it would tie the server to the thread that created the
+     * pool; the server leaves when the parent's end of the socket closes (EOF) */
     for (;;) {
         /* requests: {w, 0} fork worker w; {w, 1} reap worker w (the parent saw it die) */
         int32_t msg[2];
@@ -2911,24 +2998,6 @@ static void pool__fork_server(pool_t *p)
     _exit(0); /* our workers die with us (their PR_SET_PDEATHSIG, or orphan check) */
 }
 
-/* The exit status of worker w: the signal that killed it, 0 for a normal exit. */
-static int pool__preap(pool_t *p, int w)
-{
-    struct pool__proc *pp = p->proc;
-    int status = 0;
-    if (pp->server_pid > 0) { /* the server reaps its children and tells us how they ended */
-        int32_t msg[2];
-        msg[0] = w;
-        msg[1] = 1;
-        if (write(pp->ctl[0], msg, sizeof msg) != (ssize_t)sizeof msg) return SIGKILL;
-        if (read(pp->ctl[0], msg, sizeof msg) != (ssize_t)sizeof msg) return SIGKILL; /* the server is gone */
-        return msg[1];
-    }
-    while (waitpid(pp->pid[w], &status, 0) < 0 && errno == EINTR) {}
-    if (WIFSIGNALED(status)) return WTERMSIG(status);
-    return 0;
-}
-
 /* Marks every chunk worker w held: its element failed with POOL_EWORKERDIED, the
  * rest of the chunk is free again. Under pool.mu, with the worker dead. */
 static void pool__precover(pool_t *p, int w, int sig)
@@ -2948,6 +3017,10 @@ static void pool__precover(pool_t *p, int w, int sig)
             b = s->begin + (int64_t)c * s->chunk;
             e = b + s->chunk > s->end ? s->end : b + s->chunk;
             at = shmq__load(&ch->pos, SHMQ__RELAXED);
+            if (at >= e) { /* it died after its last element: the chunk is simply done */
+                shmq__store(&ch->state, (v & 0xFFFF0000u) | POOL__CH_DONE, SHMQ__RELEASE);
+                continue;
+            }
             if (at < b) at = b;
             if (s->kind == POOL__PJ_FOR) at = b;
             /* (atomic accesses: the readers synchronise through other processes,
@@ -3005,7 +3078,7 @@ static void pool__ppublish(pool_t *p, int si, int kind, uint64_t fn, void *ctx, 
     s->end = end;
     s->chunk = chunk;
     s->nchunks = (uint32_t)((end - begin + chunk - 1) / chunk);
-    shmq__store(&s->done, 0u, SHMQ__RELAXED);
+    shmq__store(&s->done, g, SHMQ__RELAXED);
     for (c = 0; c < s->nchunks; c++) {
         pool__pchunk *ch = &s->chunks[c];
         ch->pos = begin + (int64_t)c * chunk;
@@ -3082,7 +3155,7 @@ static pool_future_t *pool__pharvest(pool_t *p)
     for (si = 0; si < POOL__NSLOTS; si++) {
         pool__pslot *s = &pp->slots[si];
         pool_future_t *f = pp->slot_future[si];
-        if (!pp->slot_busy[si] || !f || !shmq__load(&s->done, SHMQ__ACQUIRE)) continue;
+        if (!pp->slot_busy[si] || !f || !(shmq__load(&s->done, SHMQ__ACQUIRE) & 1u)) continue;
         f->code = shmq__load(&s->chunks[0].fail_index, SHMQ__ACQUIRE) >= 0
                       ? shmq__load(&s->chunks[0].fail_code, SHMQ__RELAXED) : 0;
         f->signal = shmq__load(&s->chunks[0].fail_signal, SHMQ__RELAXED);
@@ -3152,6 +3225,50 @@ static void pool__pkill_all(pool_t *p)
         if (pp->pid[w] > 0) kill(pp->pid[w], SIGKILL);
 }
 
+/* How worker w ended: the signal that killed it, 0 for an exit. `status` >= 0: the
+ * status waitpid already gave; -1: reap it now. */
+static int pool__preap(pool_t *p, int w, int status)
+{
+    struct pool__proc *pp = p->proc;
+    if (status < 0 && pp->via_server[w]) { /* the server reaps its children and tells us */
+        int32_t msg[2];
+        msg[0] = w;
+        msg[1] = 1;
+        if (pp->server_pid <= 0 || pool__ctl_send(pp->ctl[0], msg, sizeof msg) != (ssize_t)sizeof msg ||
+            read(pp->ctl[0], msg, sizeof msg) != (ssize_t)sizeof msg)
+            return SIGKILL; /* the server is gone too: how it ended is unknown */
+        return msg[1];
+    }
+    if (status < 0) {
+        status = 0;
+        while (waitpid(pp->pid[w], &status, 0) < 0 && errno == EINTR) {}
+    }
+    return WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+}
+
+/* Worker w is gone: fail what it held, and plan its replacement (at once, or with
+ * a growing delay when it keeps failing to start). Monitor thread only. */
+static void pool__pdeath(pool_t *p, int w, int status)
+{
+    struct pool__proc *pp = p->proc;
+    uint32_t st = shmq__load(&pp->ledger[w].state, SHMQ__ACQUIRE);
+    int sig;
+    if (pp->death_fd[w] >= 0) close(pp->death_fd[w]);
+    pp->death_fd[w] = -1;
+    sig = pool__preap(p, w, status);
+    pthread_mutex_lock(&p->mu);
+    if (st != POOL__W_RETIRING) {
+        pp->deaths++;
+        pool__precover(p, w, sig);
+    }
+    pp->pid[w] = -1;
+    pthread_mutex_unlock(&p->mu);
+    if (st == POOL__W_READY || st == POOL__W_RETIRING) pp->fails[w] = 0;
+    else pp->fails[w]++; /* died (or its initializer failed) before it was ready */
+    pp->next_try[w] = pool__now_ms() + (pp->fails[w] ? (pp->fails[w] > 7 ? 1000.0 : 8.0 * (1 << pp->fails[w])) : 0);
+    if (st == POOL__W_INITFAIL && p->cfg.log) p->cfg.log("pool: a worker initializer failed", p->cfg.log_ctx);
+}
+
 /* The monitor thread: forks the workers, watches them, collects futures. */
 static void *pool__pmonitor(void *arg)
 {
@@ -3159,26 +3276,27 @@ static void *pool__pmonitor(void *arg)
     struct pool__proc *pp = p->proc;
     pool__arena_hdr *h = pp->hdr;
     struct pollfd *pfd = pp->pfd;
-    int w, ready = 0;
+    int w, ready = 0, started = 0;
+    double none_since = 0;
     /* start the workers and wait for their initializers */
     for (w = 0; w < p->nworkers; w++) {
         if (pool__pspawn(p, w) != 0) break;
-        pp->workers_alive++;
+        started++;
     }
-    while (pfd && ready < pp->workers_alive) {
+    while (ready < started) {
         uint32_t seen = shmq__load(&h->done.word, SHMQ__ACQUIRE);
         int failed = 0;
         ready = 0;
-        for (w = 0; w < pp->workers_alive; w++) {
+        for (w = 0; w < started; w++) {
             uint32_t st = shmq__load(&pp->ledger[w].state, SHMQ__ACQUIRE);
             if (st == POOL__W_READY) ready++;
             if (st == POOL__W_INITFAIL) failed = 1;
         }
         if (failed) break;
-        if (ready < pp->workers_alive) {
+        if (ready < started) {
             struct pollfd one;
             int dead = 0;
-            for (w = 0; w < pp->workers_alive && !dead; w++) { /* a worker that died starting */
+            for (w = 0; w < started && !dead; w++) { /* a worker that died starting */
                 one.fd = pp->death_fd[w];
                 one.events = POLLIN;
                 if (poll(&one, 1, 0) > 0) dead = 1;
@@ -3191,18 +3309,21 @@ static void *pool__pmonitor(void *arg)
     }
     pthread_mutex_lock(&p->mu);
     p->init_done = p->nworkers;
-    if (!pfd || ready < p->nworkers) p->init_failed = 1;
+    if (ready < p->nworkers) p->init_failed = 1;
     pthread_cond_broadcast(&p->done_cv);
     while (!p->go) pthread_cond_wait(&p->work_cv, &p->mu);
     pthread_mutex_unlock(&p->mu);
 
     for (;;) {
         pool_future_t *done_list;
-        int n = 0, state, idle, r;
+        int n = 0, state, idle, r, si, alive = 0, timeout = 100;
+        double now;
         pthread_mutex_lock(&p->mu);
         done_list = pool__pharvest(p);
         state = p->state;
-        idle = pp->nbusy == 0 && !pp->pend_head;
+        idle = !pp->pend_head;
+        for (si = 0; si < POOL__NSLOTS && idle; si++) /* finished jobs not yet collected do not count */
+            if (pp->slot_busy[si] && !(shmq__load(&pp->slots[si].done, SHMQ__ACQUIRE) & 1u)) idle = 0;
         pthread_mutex_unlock(&p->mu);
         pool__pcomplete_list(done_list);
         if (state == POOL__TERMINATED || (state == POOL__CLOSED && idle) || p->init_failed) {
@@ -3212,8 +3333,39 @@ static void *pool__pmonitor(void *arg)
             if (state != POOL__CLOSED || p->init_failed) pool__pkill_all(p);
             break;
         }
+        /* replace missing workers (a death, or a start that failed: retried with backoff) */
+        now = pool__now_ms();
         for (w = 0; w < p->nworkers; w++) {
-            pfd[n].fd = pp->death_fd[w];
+            if (pp->pid[w] > 0) { alive++; continue; }
+            if (now >= pp->next_try[w]) {
+                if (pool__pspawn(p, w) == 0) {
+                    alive++;
+                } else {
+                    pp->fails[w]++;
+                    pp->next_try[w] = now + (pp->fails[w] > 7 ? 1000.0 : 8.0 * (1 << pp->fails[w]));
+                    if (p->cfg.log) p->cfg.log("pool: could not start a worker; will retry", p->cfg.log_ctx);
+                }
+            }
+            if (pp->pid[w] <= 0 && pp->next_try[w] - now < timeout) timeout = (int)(pp->next_try[w] - now) + 1;
+        }
+        /* no worker for 5 s and none can start: fail what waits rather than hang */
+        if (alive == 0) {
+            if (none_since == 0) {
+                none_since = now;
+            } else if (now - none_since > 5000) {
+                pool_future_t *list;
+                pthread_mutex_lock(&p->mu);
+                list = pool__pcancel_all(p);
+                pthread_mutex_unlock(&p->mu);
+                pool__pcomplete_list(list);
+                if (p->cfg.log) p->cfg.log("pool: no worker can start: work in flight cancelled", p->cfg.log_ctx);
+                none_since = now;
+            }
+        } else {
+            none_since = 0;
+        }
+        for (w = 0; w < p->nworkers; w++) {
+            pfd[n].fd = pp->death_fd[w]; /* -1: ignored by poll */
             pfd[n].events = POLLIN;
             pfd[n].revents = 0;
             n++;
@@ -3223,53 +3375,43 @@ static void *pool__pmonitor(void *arg)
         pfd[n].revents = 0;
         shmq__store(&h->monitor_sleeping, 1u, SHMQ__SEQ_CST);
         {
-            int si, pending = 0; /* a completion may have slipped in before the flag */
+            int pending = 0; /* a completion may have slipped in before the flag */
             pthread_mutex_lock(&p->mu);
             for (si = 0; si < POOL__NSLOTS && !pending; si++)
-                if (pp->slot_future[si] && shmq__load(&pp->slots[si].done, SHMQ__SEQ_CST)) pending = 1;
+                if (pp->slot_future[si] && (shmq__load(&pp->slots[si].done, SHMQ__SEQ_CST) & 1u)) pending = 1;
             pending |= p->state != POOL__OPEN;
             pthread_mutex_unlock(&p->mu);
-            r = pending ? 0 : poll(pfd, (nfds_t)(n + 1), 100);
+            r = pending ? 0 : poll(pfd, (nfds_t)(n + 1), timeout < 1 ? 1 : timeout);
         }
         shmq__store(&h->monitor_sleeping, 0u, SHMQ__SEQ_CST);
-        if (r <= 0) continue;
-        if (pfd[n].revents) {
+        if (r > 0 && pfd[n].revents) {
             char buf[64];
             if (read(pp->notify_rd, buf, sizeof buf) < 0) { /* drained */ }
         }
         for (w = 0; w < p->nworkers; w++) {
-            int sig;
-            if (!pfd[w].revents) continue;
-            /* worker w is gone: reap it, fail what it held, start another */
-            close(pp->death_fd[w]);
-            pp->death_fd[w] = -1;
-            sig = pool__preap(p, w);
-            pthread_mutex_lock(&p->mu);
-            if (shmq__load(&pp->ledger[w].state, SHMQ__ACQUIRE) != POOL__W_RETIRING) {
-                pp->deaths++;
-                pool__precover(p, w, sig);
-            }
-            pp->pid[w] = -1;
-            state = p->state;
-            pthread_mutex_unlock(&p->mu);
-            if (state != POOL__TERMINATED && pool__pspawn(p, w) != 0) {
-                if (p->cfg.log) p->cfg.log("pool: could not start a replacement worker", p->cfg.log_ctx);
+            int status;
+            if (pp->pid[w] <= 0) continue;
+            if (r > 0 && pfd[w].revents) { /* EOF on its life pipe: worker w is gone */
+                pool__pdeath(p, w, -1);
+            } else if (!pp->via_server[w] && waitpid(pp->pid[w], &status, WNOHANG) == pp->pid[w]) {
+                /* a backstop: another process may hold the pipe's write end (a fork
+                 * of this program by another thread, or a task's own child) */
+                pool__pdeath(p, w, status);
             }
         }
     }
     /* wait for every worker to exit */
     for (w = 0; w < p->nworkers; w++) {
-        if (pp->death_fd[w] >= 0) {
+        if (pp->pid[w] > 0 && !pp->via_server[w]) {
+            while (waitpid(pp->pid[w], NULL, 0) < 0 && errno == EINTR) {}
+        } else if (pp->death_fd[w] >= 0) { /* a server's child: its pipe closes when it exits */
             struct pollfd one;
             one.fd = pp->death_fd[w];
             one.events = POLLIN;
-            while (poll(&one, 1, -1) < 0 && errno == EINTR) {}
-            close(pp->death_fd[w]);
-            pp->death_fd[w] = -1;
+            while (poll(&one, 1, 2000) < 0 && errno == EINTR) {}
         }
-        if (pp->pid[w] > 0 && pp->server_pid <= 0) {
-            while (waitpid(pp->pid[w], NULL, 0) < 0 && errno == EINTR) {}
-        }
+        if (pp->death_fd[w] >= 0) close(pp->death_fd[w]);
+        pp->death_fd[w] = -1;
         pp->pid[w] = -1;
     }
     /* nothing can complete now: what is still in flight is cancelled */
@@ -3308,6 +3450,9 @@ static void pool__proc_free(pool_t *p)
     POOL_FREE(pp->death_fd);
     POOL_FREE(pp->pid);
     POOL_FREE(pp->pfd);
+    POOL_FREE(pp->via_server);
+    POOL_FREE(pp->fails);
+    POOL_FREE(pp->next_try);
     POOL_FREE(pp);
     p->proc = NULL;
 }
@@ -3332,7 +3477,16 @@ static int pool__proc_create(pool_t *p, const sigset_t *user_mask)
     pp->death_fd = (int *)POOL_MALLOC(sizeof(int) * (size_t)p->nworkers);
     pp->pid = (pid_t *)POOL_MALLOC(sizeof(pid_t) * (size_t)p->nworkers);
     pp->pfd = (struct pollfd *)POOL_MALLOC(sizeof *pp->pfd * (size_t)(p->nworkers + 1));
-    if (!pp->death_fd || !pp->pid || !pp->pfd) { pool__proc_free(p); return POOL_ENOMEM; }
+    pp->via_server = (unsigned char *)POOL_MALLOC((size_t)p->nworkers);
+    pp->fails = (int *)POOL_MALLOC(sizeof(int) * (size_t)p->nworkers);
+    pp->next_try = (double *)POOL_MALLOC(sizeof(double) * (size_t)p->nworkers);
+    if (!pp->death_fd || !pp->pid || !pp->pfd || !pp->via_server || !pp->fails || !pp->next_try) {
+        pool__proc_free(p);
+        return POOL_ENOMEM;
+    }
+    memset(pp->via_server, 0, (size_t)p->nworkers);
+    memset(pp->fails, 0, sizeof(int) * (size_t)p->nworkers);
+    memset(pp->next_try, 0, sizeof(double) * (size_t)p->nworkers);
     for (w = 0; w < p->nworkers; w++) { pp->death_fd[w] = -1; pp->pid[w] = -1; }
     if (pthread_mutex_init(&pp->amu, NULL) != 0) { pool__proc_free(p); return POOL_ESYS; }
     if (pool__arena_map(pp, reserve) != 0) { pool__proc_free(p); return POOL_ESYS; }
@@ -3368,6 +3522,13 @@ static int pool__proc_create(pool_t *p, const sigset_t *user_mask)
     return POOL_OK;
 }
 
+/* 1 when the caller is p's monitor thread (a completion callback of a process pool). */
+static int pool__in_monitor(const pool_t *p)
+{
+    return p->proc && shmq__load(&p->proc->monitor_started, SHMQ__ACQUIRE) &&
+           pthread_equal(pthread_self(), p->proc->monitor);
+}
+
 /* Wakes the monitor so that it looks at the pool's state. */
 static void pool__proc_poke(pool_t *p)
 {
@@ -3383,7 +3544,7 @@ static int pool__proc_wait_slot(pool_t *p, int si, pool__progress *pr, uint64_t 
     pool__pslot *s = &pp->slots[si];
     for (;;) {
         uint32_t seen = shmq__load(&h->done.word, SHMQ__ACQUIRE);
-        if (shmq__load(&s->done, SHMQ__ACQUIRE)) return POOL_OK;
+        if (shmq__load(&s->done, SHMQ__ACQUIRE) & 1u) return POOL_OK;
         if (pr && pr->fn) {
             uint64_t ran = 0;
             uint32_t c;
@@ -3392,7 +3553,7 @@ static int pool__proc_wait_slot(pool_t *p, int si, pool__progress *pr, uint64_t 
         }
         if (!shmq__load(&pp->monitor_started, SHMQ__ACQUIRE)) return POOL_ECANCELLED;
         shmq__fetch_add(&h->done_waiters, 1u, SHMQ__SEQ_CST);
-        if (!shmq__load(&s->done, SHMQ__SEQ_CST))
+        if (!(shmq__load(&s->done, SHMQ__SEQ_CST) & 1u))
             shmq__futex_wait(&h->done, seen, pr && pr->fn ? pr->interval : 200);
         shmq__fetch_sub(&h->done_waiters, 1u, SHMQ__SEQ_CST);
     }
@@ -3471,7 +3632,7 @@ static int pool__proc_map(pool_t *p, pool_fn fn, const void *in, size_t in_size,
             return POOL_ETOOBIG;
         }
     }
-    chunk = opts && opts->chunksize ? (int64_t)opts->chunksize : pool__auto_chunk(p, (int64_t)n, pr->fn != NULL);
+    chunk = pool__chunk_of(p, opts, (int64_t)n, pr->fn != NULL);
     memcpy(&fnv, &fn, sizeof fn);
     rc = pool__proc_run(p, POOL__PJ_MAP, fnv, opts ? opts->ctx : NULL, ia, oa, in_size, out_size, 0,
                         (int64_t)n, chunk, pr, &f);
@@ -3524,7 +3685,7 @@ static int pool__proc_future_wait(pool_future_t *f, int timeout_ms)
         if (shmq__load(&f->state, SHMQ__ACQUIRE) == POOL__F_DONE) return POOL_OK;
         seen = shmq__load(&pp->hdr->done.word, SHMQ__ACQUIRE);
         si = shmq__load(&f->pslot, SHMQ__RELAXED); /* a hint: harvesting re-checks under mu */
-        if (si >= 0 && shmq__load(&pp->slots[si].done, SHMQ__ACQUIRE)) {
+        if (si >= 0 && (shmq__load(&pp->slots[si].done, SHMQ__ACQUIRE) & 1u)) {
             pthread_mutex_lock(&p->mu);
             list = pool__pharvest(p);
             pthread_mutex_unlock(&p->mu);
@@ -3606,8 +3767,9 @@ static int pool__proc_cancel(pool_future_t *f)
 /* >>process-imap: imap on a process pool keeps a window of chunks in flight, each
  * a one-chunk job with its own input, output and code buffers in the arena. */
 typedef struct pool__pwin {
-    int slot;                 /* job slot, -1 when the window is empty */
+    int slot;                 /* job slot; -1 empty; -2 run here (the workers are gone) */
     uint64_t chunk;           /* the chunk it holds */
+    int64_t len;              /* its elements */
     unsigned char *in_a, *out_a;
     int *codes_a;
 } pool__pwin;
@@ -3616,24 +3778,36 @@ static int pool__piter_publish(pool_iter_t *it, pool__pwin *w, uint64_t c)
 {
     pool_t *p = it->pool;
     pool__job *j = &it->job;
-    int64_t b = (int64_t)c * j->chunk, e = b + j->chunk;
+    int64_t b = (int64_t)c * j->chunk, e = b + j->chunk, i;
     uint64_t fnv;
     int si;
     if (e > j->end) e = j->end;
+    w->chunk = c;
+    w->len = e - b;
+    if (!shmq__load(&p->proc->monitor_started, SHMQ__ACQUIRE) ||
+        shmq__load(&p->proc->hdr->closing, SHMQ__ACQUIRE)) {
+        /* closed and joined: the workers are gone, so the reader runs what is left
+         * (as a thread pool's imap does after join) */
+        if (shmq__load(&p->state, SHMQ__RELAXED) == POOL__TERMINATED) return POOL_ECANCELLED;
+        for (i = b; i < e; i++)
+            w->codes_a[i - b] = j->fn(j->in + (size_t)i * j->in_size,
+                                      j->out_size ? w->out_a + (size_t)(i - b) * j->out_size : NULL, j->ctx);
+        w->slot = -2;
+        return POOL_OK;
+    }
     memcpy(w->in_a, j->in + (size_t)b * j->in_size, (size_t)(e - b) * j->in_size);
     memcpy(&fnv, &j->fn, sizeof fnv);
     pthread_mutex_lock(&p->mu);
-    while ((si = pool__pslot_take(p)) < 0 && p->state == POOL__OPEN)
+    while ((si = pool__pslot_take(p)) < 0 && p->state != POOL__TERMINATED)
         pthread_cond_wait(&p->done_cv, &p->mu);
     if (si < 0) {
         pthread_mutex_unlock(&p->mu);
-        return POOL_ECLOSED;
+        return POOL_ECANCELLED;
     }
     pool__ppublish(p, si, POOL__PJ_MAP, fnv, j->ctx, w->in_a, w->out_a, w->codes_a, j->in_size,
                    j->out_size, b, e, e - b);
     pthread_mutex_unlock(&p->mu);
     w->slot = si;
-    w->chunk = c;
     return POOL_OK;
 }
 
@@ -3643,6 +3817,9 @@ static void pool__piter_free_windows(pool_iter_t *it)
     struct pool__proc *pp = p->proc;
     size_t k;
     if (!it->win) return;
+    pthread_mutex_lock(&p->mu);
+    pp->iter_windows -= it->wbudget;
+    pthread_mutex_unlock(&p->mu);
     for (k = 0; k < it->nwin; k++) {
         pool__pwin *w = &it->win[k];
         if (w->slot >= 0) {
@@ -3672,8 +3849,21 @@ static int pool__piter_open(pool_iter_t *it, size_t nwin)
     struct pool__proc *pp = p->proc;
     pool__job *j = &it->job;
     size_t k;
+    /* all iterators together hold at most half the job slots, so that maps and
+     * futures always find one */
+    pthread_mutex_lock(&p->mu);
+    if (pp->iter_windows + nwin > POOL__NSLOTS / 2)
+        nwin = pp->iter_windows >= POOL__NSLOTS / 2 ? 1 : POOL__NSLOTS / 2 - pp->iter_windows;
+    pp->iter_windows += nwin;
+    it->wbudget = nwin;
+    pthread_mutex_unlock(&p->mu);
     it->win = (pool__pwin *)POOL_MALLOC(sizeof *it->win * nwin);
-    if (!it->win) return POOL_ENOMEM;
+    if (!it->win) {
+        pthread_mutex_lock(&p->mu);
+        pp->iter_windows -= nwin;
+        pthread_mutex_unlock(&p->mu);
+        return POOL_ENOMEM;
+    }
     it->nwin = nwin;
     for (k = 0; k < nwin; k++) {
         pool__pwin *w = &it->win[k];
@@ -3714,13 +3904,15 @@ static int pool__piter_next(pool_iter_t *it, void *out, size_t *index, int timeo
             if (index) *index = (size_t)((int64_t)w->chunk * j->chunk + pos);
             it->yielded++;
             if (it->cur_pos >= it->cur_len) { /* the window is spent: reuse it */
-                pthread_mutex_lock(&p->mu);
-                pool__pslot_release(p, w->slot);
-                pool__ppublish_pending(p);
-                pthread_mutex_unlock(&p->mu);
+                if (w->slot >= 0) {
+                    pthread_mutex_lock(&p->mu);
+                    pool__pslot_release(p, w->slot);
+                    pool__ppublish_pending(p);
+                    pthread_mutex_unlock(&p->mu);
+                }
                 w->slot = -1;
                 it->cur_slot = -1;
-                if (it->next_pub < j->nchunks && shmq__load(&p->state, SHMQ__RELAXED) == POOL__OPEN)
+                if (it->next_pub < j->nchunks && shmq__load(&p->state, SHMQ__RELAXED) != POOL__TERMINATED)
                     pool__piter_publish(it, w, it->next_pub++);
             }
             pool__progress_tick(&it->pr, it->yielded, it->total, it->yielded == it->total);
@@ -3730,19 +3922,22 @@ static int pool__piter_next(pool_iter_t *it, void *out, size_t *index, int timeo
         seen = shmq__load(&pp->hdr->done.word, SHMQ__ACQUIRE);
         for (k = 0; k < it->nwin; k++) {
             pool__pwin *w = &it->win[k];
-            if (w->slot < 0 || !shmq__load(&pp->slots[w->slot].done, SHMQ__ACQUIRE)) continue;
+            if (w->slot == -1 || (w->slot >= 0 && !(shmq__load(&pp->slots[w->slot].done, SHMQ__ACQUIRE) & 1u)))
+                continue;
             if (it->ordered && w->chunk != it->next_chunk) continue;
-            if ((pp->slots[w->slot].chunks[0].state & 0xFFFFu) == POOL__CH_CANCELLED) return POOL_ECANCELLED;
+            if (w->slot >= 0 && (shmq__load(&pp->slots[w->slot].chunks[0].state, SHMQ__ACQUIRE) & 0xFFFFu) ==
+                                    POOL__CH_CANCELLED)
+                return POOL_ECANCELLED;
             it->cur_slot = (int64_t)k;
             it->cur_pos = 0;
-            it->cur_len = pp->slots[w->slot].end - pp->slots[w->slot].begin;
+            it->cur_len = w->len;
             it->next_chunk++;
             break;
         }
         if (it->cur_slot >= 0) continue;
         {
             int any = 0;
-            for (k = 0; k < it->nwin; k++) any |= it->win[k].slot >= 0;
+            for (k = 0; k < it->nwin; k++) any |= it->win[k].slot != -1;
             if (!any) return POOL_ECANCELLED; /* nothing in flight: the pool stopped */
         }
         if (timeout_ms == 0) return POOL_ETIMEDOUT;
@@ -3830,24 +4025,31 @@ POOL_DEF int pool_terminate(pool_t *p)
 
 POOL_DEF int pool_join(pool_t *p)
 {
-    int i, already, rc;
+    int i, rc;
     if (!p) return POOL_EINVAL;
     if ((rc = pool__check_caller(p)) != POOL_OK) return rc;
-    if (pool__self && pool__self->pool == p) return POOL_EINWORKER;
+    if ((pool__self && pool__self->pool == p) || pool__in_monitor(p)) return POOL_EINWORKER;
     pthread_mutex_lock(&p->mu);
     if (p->state == POOL__OPEN) {
         pthread_mutex_unlock(&p->mu);
         return POOL_ESTATE;
     }
-    already = p->joined;
-    p->joined = 1;
-    pthread_mutex_unlock(&p->mu);
-    if (already) return POOL_OK;
-    if (p->proc) {
-        pool__stop_workers(p, 0);
+    if (p->joined) { /* joined, or being joined by another thread: wait for that */
+        while (p->joined != 2) pthread_cond_wait(&p->done_cv, &p->mu);
+        pthread_mutex_unlock(&p->mu);
         return POOL_OK;
     }
-    for (i = 0; i < p->nworkers; i++) pthread_join(p->workers[i].thread, NULL);
+    p->joined = 1;
+    pthread_mutex_unlock(&p->mu);
+    if (p->proc) {
+        pool__stop_workers(p, 0);
+    } else {
+        for (i = 0; i < p->nworkers; i++) pthread_join(p->workers[i].thread, NULL);
+    }
+    pthread_mutex_lock(&p->mu);
+    p->joined = 2;
+    pthread_cond_broadcast(&p->done_cv);
+    pthread_mutex_unlock(&p->mu);
     return POOL_OK;
 }
 
@@ -3856,6 +4058,7 @@ POOL_DEF void pool_destroy(pool_t *p)
     int release;
     if (!p) return;
     if (p->proc && pool__self && pool__self->pool == p) return; /* not from a worker process */
+    if (pool__in_monitor(p)) return; /* nor from a completion callback on the monitor */
     if (!pool__forked(p)) {
         if (pool__self && pool__self->pool == p) return; /* documented: not from a worker */
         if (shmq__load(&p->state, SHMQ__RELAXED) == POOL__OPEN) pool_terminate(p);
@@ -3885,7 +4088,7 @@ POOL_DEF int pool_get_stats(pool_t *p, pool_stats *out)
         pthread_mutex_lock(&p->mu);
         out->completed += shmq__load(&p->proc->hdr->st_completed, SHMQ__RELAXED);
         out->failed += shmq__load(&p->proc->hdr->st_failed, SHMQ__RELAXED);
-        out->workers_started = p->proc->started;
+        out->workers_started = shmq__load(&p->proc->started, SHMQ__RELAXED);
         out->worker_deaths = p->proc->deaths;
         pthread_mutex_unlock(&p->mu);
     }

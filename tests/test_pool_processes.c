@@ -602,6 +602,82 @@ TEST(progress_counts_work_done_in_workers)
     pool_destroy(p);
 }
 
+/* Regressions found in review: each of these once crashed, hung or lied. */
+static int range_ok(int64_t b, int64_t e, void *ctx) { (void)b; (void)e; (void)ctx; return 0; }
+static void terminate_from_callback(pool_future_t *f, void *user)
+{
+    (void)f;
+    pool_terminate((pool_t *)user); /* on the monitor thread: must neither deadlock nor crash */
+}
+static void *terminate_thread(void *arg)
+{
+    pool_terminate((pool_t *)arg);
+    return NULL;
+}
+
+TEST(review_regressions)
+{
+    int kind;
+    for (kind = 0; kind < 2; kind++) {
+        pool_t *p = NULL;
+        pool_config c;
+        pool_map_opts o;
+        pool_iter_t *it1, *it2;
+        long in[100], out[100], v;
+        pthread_t th[2];
+        int i, rc, got = 0;
+        memset(&c, 0, sizeof c);
+        c.kind = kind ? POOL_PROCESSES : POOL_THREADS;
+        c.workers = 2;
+        REQUIRE(pool_create(&p, &c) == POOL_OK);
+        for (i = 0; i < 100; i++) in[i] = i;
+        /* absurd chunk sizes and grains are clamped, not overflowed */
+        memset(&o, 0, sizeof o);
+        o.chunksize = SIZE_MAX;
+        CHECK_EQ(pool_map(p, square, in, sizeof *in, out, sizeof *out, 100, &o), POOL_OK);
+        CHECK_EQ(out[99], 99 * 99);
+        CHECK_EQ(pool_parallel_for(p, 0, 100, INT64_MAX, range_ok, NULL), POOL_OK);
+        REQUIRE(pool_imap(p, square, in, sizeof *in, sizeof v, 100, &o, &it1) == POOL_OK);
+        CHECK_EQ(pool_iter_next(it1, &v, NULL, -1), POOL_OK);
+        pool_iter_free(it1);
+        /* two live iterators with big windows leave room for a map */
+        o.chunksize = 1;
+        o.max_inflight = 1000;
+        REQUIRE(pool_imap(p, square, in, sizeof *in, sizeof v, 100, &o, &it1) == POOL_OK);
+        REQUIRE(pool_imap(p, square, in, sizeof *in, sizeof v, 100, &o, &it2) == POOL_OK);
+        CHECK_EQ(pool_map(p, square, in, sizeof *in, out, sizeof *out, 100, NULL), POOL_OK);
+        pool_iter_free(it2);
+        /* an iterator made before close still yields everything after close */
+        pool_close(p);
+        while ((rc = pool_iter_next(it1, &v, NULL, 5000)) == POOL_OK) got++;
+        CHECK_EQ(rc, POOL_EDONE);
+        CHECK_EQ(got, 100);
+        pool_iter_free(it1);
+        /* two joins at once: both return when the workers are gone */
+        pthread_create(&th[0], NULL, terminate_thread, p);
+        CHECK_EQ(pool_join(p), POOL_OK);
+        pthread_join(th[0], NULL);
+        CHECK_EQ(pool_join(p), POOL_OK);
+        pool_destroy(p);
+
+        /* concurrent terminates, and terminate from a completion callback */
+        REQUIRE(pool_create(&p, &c) == POOL_OK);
+        {
+            pool_future_t *f;
+            long x = 3, r;
+            REQUIRE(pool_apply_async(p, square, &x, sizeof x, sizeof r, NULL, &f) == POOL_OK);
+            CHECK_EQ(pool_future_on_done(f, terminate_from_callback, p), POOL_OK);
+            CHECK_EQ(pool_future_wait(f, -1), POOL_OK);
+            pthread_create(&th[0], NULL, terminate_thread, p);
+            pthread_create(&th[1], NULL, terminate_thread, p);
+            pthread_join(th[0], NULL);
+            pthread_join(th[1], NULL);
+            pool_future_free(f);
+        }
+        pool_destroy(p);
+    }
+}
+
 int main(int argc, char **argv)
 {
     RUN(map_results_in_order);
@@ -618,5 +694,6 @@ int main(int argc, char **argv)
     RUN(nothing_left_after_destroy);
     RUN(ctrl_c_and_parent_death);
     RUN(progress_counts_work_done_in_workers);
+    RUN(review_regressions);
     return test_run_all(argc, argv);
 }
