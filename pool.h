@@ -174,8 +174,9 @@
  *     half of them. A map is cut into at most 256 chunks.
  *   - Workers of a process pool (fork start method) inherit the arenas of process
  *     pools created before it: such memory is returned once those workers exit.
- *   - pool_shared_alloc / pool_shared_free are for the parent: a worker process
- *     cannot allocate from the arena (POOL_EINWORKER semantics: NULL).
+ *   - pool_shared_alloc / pool_shared_free work in the parent and in the workers
+ *     (no lock: a worker killed inside one loses that block, never the arena). With
+ *     SHMQ_NO_LINUX, only the parent can grow the arena.
  *   - apply_async arguments up to 48 bytes live inside the future; larger ones use a
  *     heap buffer that is recycled with the future.
  *   - The queue is unbounded unless config.max_queued is set.
@@ -1075,12 +1076,19 @@ typedef struct pool__arena_hdr {
     uint32_t work_sleepers;   /* atomic: workers asleep on `work` */
     uint32_t monitor_sleeping;/* atomic: the monitor waits in poll(): poke it */
     uint64_t st_completed, st_failed; /* atomic */
+    uint64_t a_top;           /* atomic: the allocator's bump offset */
+    uint64_t a_size;          /* atomic: bytes of the file reserved (only grows) */
+    uint64_t a_free[64];      /* atomic: per size class, (tag << 40) | (offset / 64) */
     uint64_t ring_head;       /* atomic: advanced by whoever passes a spent entry */
     uint64_t ring_tail;       /* atomic: the parent publishes */
     uint64_t ring[POOL__RING];/* (gen << 32) | slot */
 } pool__arena_hdr;
 
-typedef struct pool__blk { uint64_t cls; uint64_t magic; } pool__blk; /* before each arena block */
+typedef struct pool__blk { /* the 64 bytes before each arena block */
+    uint64_t cls;   /* log2 of the block's size */
+    uint64_t magic; /* atomic: POOL__BLK_MAGIC while allocated */
+    uint64_t next;  /* atomic: free list link (an offset) while free */
+} pool__blk;
 #define POOL__BLK_MAGIC 0x6b6c626c6f6f70ull
 
 struct pool__proc {
@@ -1092,11 +1100,7 @@ struct pool__proc {
     pool__arena_hdr *hdr;
     pool__ledger *ledger;     /* [nworkers] */
     pool__pslot *slots;       /* [POOL__NSLOTS] */
-    /* the allocator, parent only, under amu: */
-    pthread_mutex_t amu;
-    size_t size;              /* bytes backed by the file */
-    size_t top;               /* bump offset */
-    unsigned char *freel[64]; /* free blocks by size class (log2) */
+    pthread_mutex_t amu;      /* POSIX fallback: serialises growing the file */
     /* under pool.mu: */
     pool_future_t *slot_future[POOL__NSLOTS]; /* the future of an APPLY slot */
     unsigned char slot_busy[POOL__NSLOTS];
@@ -2550,70 +2554,92 @@ static int pool__is_in_arena(const struct pool__proc *pp, const void *ptr, size_
     return c >= pp->base && c <= pp->base + pp->reserve && len <= (size_t)(pp->base + pp->reserve - c);
 }
 
-/* Grows the file so that [0, need) is backed; the space is reserved now, so a
- * full /dev/shm fails here rather than with SIGBUS in a worker. Under amu. */
+/* Backs [0, need) of the arena file. The space is reserved (posix_fallocate), so a
+ * full /dev/shm fails here rather than with SIGBUS later. Any process may grow it:
+ * posix_fallocate never shrinks a file, so concurrent growers cannot undo each other
+ * (where it is missing, only the parent grows the file, with ftruncate under amu). */
 static int pool__arena_grow(struct pool__proc *pp, size_t need)
 {
-    size_t n = pp->size ? pp->size : ((size_t)1 << 20);
-    if (need <= pp->size) return 0;
+    pool__arena_hdr *h = pp->hdr;
+    uint64_t have = shmq__load(&h->a_size, SHMQ__ACQUIRE), n;
+    if (need <= have) return 0;
     if (need > pp->reserve) return -1;
+    n = have ? have : ((uint64_t)1 << 20);
     while (n < need) n = n > pp->reserve / 2 ? pp->reserve : n * 2;
-    if (ftruncate(pp->memfd, (off_t)n) != 0) return -1;
 #if SHMQ__LINUX
-    if (posix_fallocate(pp->memfd, (off_t)pp->size, (off_t)(n - pp->size)) != 0) {
-        if (ftruncate(pp->memfd, (off_t)pp->size) != 0) { /* nothing more to do */ }
+    if (posix_fallocate(pp->memfd, 0, (off_t)n) != 0) return -1;
+#else
+    if (getpid() != pp->parent_pid) return -1; /* a worker cannot grow the file safely here */
+    pthread_mutex_lock(&pp->amu);
+    have = shmq__load(&h->a_size, SHMQ__ACQUIRE);
+    if (n > have && ftruncate(pp->memfd, (off_t)n) != 0) {
+        pthread_mutex_unlock(&pp->amu);
         return -1;
     }
+    pthread_mutex_unlock(&pp->amu);
 #endif
-    pp->size = n;
+    while (have < n && !shmq__cas(&h->a_size, &have, n)) {} /* a_size only grows */
     return 0;
 }
 
-/* Parent only. 64-byte aligned, power-of-two size classes (at most 2x waste). */
+/* The arena allocator, usable from the parent and from the workers alike, with no
+ * lock: power-of-two size classes (at most 2x waste), each a free list whose head
+ * packs the block's offset (/64) with a tag that changes at every update (no ABA);
+ * new blocks come from a shared bump offset. A process killed anywhere in here can
+ * leak the block it was taking or giving back, never corrupt a list. 64-byte aligned. */
+#define POOL__OFF_BITS 40 /* offsets / 64 below 2^40: arenas up to 64 TiB */
+#define POOL__OFF_MASK (((uint64_t)1 << POOL__OFF_BITS) - 1)
 static void *pool__arena_alloc(struct pool__proc *pp, size_t size)
 {
+    pool__arena_hdr *h = pp->hdr;
     unsigned cls = 6;
-    unsigned char *blk;
-    if (size > pp->reserve) return NULL;
+    unsigned char *blk = NULL;
+    uint64_t old, off;
+    if (size > pp->reserve / 2) return NULL;
     while (((size_t)1 << cls) < size + 64) cls++;
-    pthread_mutex_lock(&pp->amu);
-    blk = pp->freel[cls];
-    if (blk) {
-        memcpy(&pp->freel[cls], blk + sizeof(pool__blk), sizeof blk);
-    } else {
-        size_t off = pp->top;
-        if (off + ((size_t)1 << cls) < off || pool__arena_grow(pp, off + ((size_t)1 << cls)) != 0) {
-            pthread_mutex_unlock(&pp->amu);
-            return NULL;
+    old = shmq__load(&h->a_free[cls], SHMQ__ACQUIRE);
+    while ((old & POOL__OFF_MASK) != 0) {
+        uint64_t at = (old & POOL__OFF_MASK) << 6, next, tag = (old >> POOL__OFF_BITS) + 1;
+        next = shmq__load(&((pool__blk *)(void *)(pp->base + at))->next, SHMQ__RELAXED);
+        if (shmq__cas(&h->a_free[cls], &old, (next >> 6) | (tag << POOL__OFF_BITS))) {
+            blk = pp->base + at;
+            break;
         }
-        pp->top = off + ((size_t)1 << cls);
+    }
+    if (!blk) {
+        off = shmq__fetch_add(&h->a_top, (uint64_t)1 << cls, SHMQ__ACQ_REL);
+        if (off + ((uint64_t)1 << cls) > pp->reserve || pool__arena_grow(pp, off + ((size_t)1 << cls)) != 0)
+            return NULL; /* (the range is lost: the arena is full anyway) */
         blk = pp->base + off;
     }
-    pthread_mutex_unlock(&pp->amu);
-    ((pool__blk *)blk)->cls = cls;
-    ((pool__blk *)blk)->magic = POOL__BLK_MAGIC;
+    ((pool__blk *)(void *)blk)->cls = cls;
+    shmq__store(&((pool__blk *)(void *)blk)->magic, POOL__BLK_MAGIC, SHMQ__RELEASE);
     return blk + 64;
 }
 
 static void pool__arena_free(struct pool__proc *pp, void *ptr)
 {
+    pool__arena_hdr *h = pp->hdr;
     unsigned char *blk;
-    unsigned cls;
+    uint64_t cls, old, at, expect = POOL__BLK_MAGIC;
     if (!ptr) return;
     blk = (unsigned char *)ptr - 64;
-    if ((uintptr_t)ptr % 64 != 0 || blk < pp->base || ((pool__blk *)blk)->magic != POOL__BLK_MAGIC)
-        return; /* not a block of ours (or freed twice): never corrupt the lists */
-    cls = (unsigned)((pool__blk *)blk)->cls;
-    ((pool__blk *)blk)->magic = 0;
-    pthread_mutex_lock(&pp->amu);
-    memcpy(blk + sizeof(pool__blk), &pp->freel[cls], sizeof blk);
-    pp->freel[cls] = blk;
-    pthread_mutex_unlock(&pp->amu);
+    if ((uintptr_t)ptr % 64 != 0 || blk < pp->base + 64 || !pool__is_in_arena(pp, ptr, 1)) return;
+    /* not a block of ours, or freed twice: never corrupt a list */
+    if (!shmq__cas(&((pool__blk *)(void *)blk)->magic, &expect, (uint64_t)0)) return;
+    cls = ((pool__blk *)(void *)blk)->cls;
+    if (cls < 6 || cls >= 64) return;
+    at = (uint64_t)(blk - pp->base);
+    old = shmq__load(&h->a_free[cls], SHMQ__RELAXED);
+    do {
+        shmq__store(&((pool__blk *)(void *)blk)->next, (old & POOL__OFF_MASK) << 6, SHMQ__RELAXED);
+    } while (!shmq__cas(&h->a_free[cls], &old,
+                        (at >> 6) | (((old >> POOL__OFF_BITS) + 1) << POOL__OFF_BITS)));
 }
 
 static int pool__arena_map(struct pool__proc *pp, size_t reserve)
 {
-    size_t fixed;
+    size_t fixed, size0;
     void *m;
 #if SHMQ__LINUX && defined(SYS_memfd_create)
     pp->memfd = (int)syscall(SYS_memfd_create, "ckit-pool", 1u /* MFD_CLOEXEC */);
@@ -2642,14 +2668,22 @@ static int pool__arena_map(struct pool__proc *pp, size_t reserve)
     pp->reserve = reserve;
     fixed = sizeof(pool__arena_hdr) + sizeof(pool__pslot) * POOL__NSLOTS;
     fixed = (fixed + 63) & ~(size_t)63;
-    pp->top = fixed; /* the ledger follows, placed by the caller */
-    if (pool__arena_grow(pp, fixed + ((size_t)1 << 20)) != 0) {
+    size0 = fixed + ((size_t)1 << 20);
+    if (size0 > reserve || ftruncate(pp->memfd, (off_t)size0) != 0
+#if SHMQ__LINUX
+        || posix_fallocate(pp->memfd, 0, (off_t)size0) != 0
+#endif
+    ) {
         munmap(m, reserve);
         close(pp->memfd);
+        pp->memfd = -1;
+        pp->base = NULL;
         return -1;
     }
     pp->hdr = (pool__arena_hdr *)(void *)pp->base;
     pp->slots = (pool__pslot *)(void *)(pp->base + sizeof(pool__arena_hdr));
+    pp->hdr->a_size = size0;
+    pp->hdr->a_top = fixed; /* the ledger comes first, placed by the caller */
     return 0;
 }
 
@@ -3506,9 +3540,9 @@ static int pool__proc_create(pool_t *p, const sigset_t *user_mask)
     if (pthread_mutex_init(&pp->amu, NULL) != 0) { pool__proc_free(p); return POOL_ESYS; }
     if (pool__arena_map(pp, reserve) != 0) { pool__proc_free(p); return POOL_ESYS; }
     ledger_bytes = sizeof(pool__ledger) * (size_t)p->nworkers;
-    if (pool__arena_grow(pp, pp->top + ledger_bytes + 64) != 0) { pool__proc_free(p); return POOL_ESYS; }
-    pp->ledger = (pool__ledger *)(void *)(pp->base + pp->top);
-    pp->top = (pp->top + ledger_bytes + 63) & ~(size_t)63;
+    if (pool__arena_grow(pp, pp->hdr->a_top + ledger_bytes + 64) != 0) { pool__proc_free(p); return POOL_ESYS; }
+    pp->ledger = (pool__ledger *)(void *)(pp->base + pp->hdr->a_top);
+    pp->hdr->a_top = (pp->hdr->a_top + ledger_bytes + 63) & ~(uint64_t)63;
     pp->hdr->magic = POOL__ARENA_MAGIC;
     pp->hdr->version = 1;
     pp->hdr->reserve = reserve;
@@ -4129,7 +4163,9 @@ POOL_DEF void *pool_shared_alloc(pool_t *p, size_t size)
     unsigned char *raw, *mem;
     size_t extra = 64 + sizeof(void *);
     if (!p || size == 0 || size > SIZE_MAX - extra) return NULL;
-    if (p->proc) return pool__check_caller(p) == POOL_OK ? pool__arena_alloc(p->proc, size) : NULL;
+    if (p->proc) /* the parent and its workers alike (not a stranger fork child) */
+        return pool__check_caller(p) != POOL_EFORKED || (pool__self && pool__self->pool == p)
+                   ? pool__arena_alloc(p->proc, size) : NULL;
     raw = (unsigned char *)POOL_MALLOC(size + extra);
     if (!raw) return NULL;
     mem = raw + sizeof(void *);
@@ -4143,7 +4179,9 @@ POOL_DEF void pool_shared_free(pool_t *p, void *ptr)
     void *raw;
     if (!ptr || !p) return;
     if (p->proc) {
-        if (pool__check_caller(p) == POOL_OK && pool__is_in_arena(p->proc, ptr, 1)) pool__arena_free(p->proc, ptr);
+        if ((pool__check_caller(p) != POOL_EFORKED || (pool__self && pool__self->pool == p)) &&
+            pool__is_in_arena(p->proc, ptr, 1))
+            pool__arena_free(p->proc, ptr);
         return;
     }
     memcpy(&raw, (unsigned char *)ptr - sizeof(void *), sizeof raw);

@@ -602,6 +602,40 @@ TEST(progress_counts_work_done_in_workers)
     pool_destroy(p);
 }
 
+/* A worker allocates shared memory, fills it, and hands the pointer back. */
+static int worker_alloc(const void *in, void *out, void *ctx)
+{
+    pool_t *p = *(pool_t *const *)in;
+    long *v = (long *)pool_shared_alloc(p, 1000 * sizeof(long));
+    int i;
+    (void)ctx;
+    if (!v) return 1;
+    for (i = 0; i < 1000; i++) v[i] = i * 3;
+    *(long **)out = v;
+    return 0;
+}
+
+TEST(workers_allocate_shared_memory)
+{
+    pool_t *p = make_pool(2, POOL_START_FORK);
+    pool_t *args[64];
+    long *got[64];
+    int i, k, bad = 0;
+    REQUIRE(p != NULL);
+    for (k = 0; k < 3; k++) { /* blocks freed by the parent are reused by the workers */
+        for (i = 0; i < 64; i++) args[i] = p;
+        CHECK_EQ(pool_map(p, worker_alloc, args, sizeof *args, got, sizeof *got, 64, NULL), POOL_OK);
+        for (i = 0; i < 64; i++) {
+            bad += got[i] == NULL || got[i][999] != 999 * 3;
+            if (i > 0 && got[i] == got[i - 1]) bad++;
+        }
+        for (i = 0; i < 64; i++) pool_shared_free(p, got[i]);
+    }
+    CHECK_EQ(bad, 0);
+    pool_shared_free(p, got[0]); /* a second free is ignored, not a corruption */
+    pool_destroy(p);
+}
+
 /* Regressions found in review: each of these once crashed, hung or lied. */
 static int range_ok(int64_t b, int64_t e, void *ctx) { (void)b; (void)e; (void)ctx; return 0; }
 static void terminate_from_callback(pool_future_t *f, void *user)
@@ -695,5 +729,6 @@ int main(int argc, char **argv)
     RUN(ctrl_c_and_parent_death);
     RUN(progress_counts_work_done_in_workers);
     RUN(review_regressions);
+    RUN(workers_allocate_shared_memory);
     return test_run_all(argc, argv);
 }
