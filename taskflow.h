@@ -189,9 +189,8 @@
  *   Process pools (POOL_PROCESSES) use central dispatch (tf_dispatch,
  *   docs/taskflow.md). There, a task's ctx is read in the worker's copy of the
  *   program as it was when the pool started (put shared state in pool_shared_alloc
- *   memory), and a task cannot yet make a value over 16 bytes (pool.h does not
- *   allocate from inside worker processes): tf_out_alloc returns NULL and the run's
- *   error says so. Inputs of any size, and values up to 16 bytes, work.
+ *   memory). Values of any size work there too: a worker allocates them in the
+ *   pool's shared arena (pool_shared_alloc works inside worker processes).
  */
 /* The implementation needs POSIX 2008 (and BSD/SVID extras) from the C library even
  * under -std=c99, and that must be asked for before the first system header: here,
@@ -1551,7 +1550,7 @@ static void tf__finalize(tf_run_t *r, uint32_t s, tf__ctx *cx)
             tf__rerr(r, TF_ETASK, rt->code, name, "task '%s' failed: its worker process died", name);
         else if (rt->alloc_failed && r->shared)
             tf__rerr(r, TF_ETASK, rt->code, name, "task '%s' failed with code %d: no memory for its value "
-                     "(values over %d bytes need pool_shared_alloc inside worker processes)",
+                     "(values over %d bytes come from the pool's shared arena: is it full?)",
                      name, (int)rt->code, TF__INLINE);
         else if (rt->alloc_failed)
             tf__rerr(r, TF_ETASK, rt->code, name, "task '%s' failed with code %d: out of memory for its value",

@@ -336,26 +336,23 @@ TEST(concurrent_runs_and_trace_on_processes)
     pool_destroy(p);
 }
 
-TEST(large_values_from_workers_work_or_fail_clearly)
+TEST(large_values_from_workers)
 {
     pool_t *p = make_pool(2);
     tf_graph_t *g = tf_graph_create("big");
     tf_run_t *run;
-    int rc;
+    int rc, round;
     tf_task(g, "make", make100, NULL, TF_OUTPUT);
     REQUIRE(p && g);
-    rc = tf_graph_run(g, p, NULL, &run);
-    if (rc == TF_OK) { /* pool_shared_alloc works inside workers */
+    for (round = 0; round < 20; round++) { /* values made in workers (pool_shared_alloc there) */
         const void *v = NULL;
         size_t size = 0;
+        rc = tf_graph_run(g, p, NULL, &run);
+        CHECK_EQ(rc, TF_OK);
         CHECK_EQ(tf_run_output(run, "make", &v, &size), TF_OK);
-        CHECK(size == 100 && ((const unsigned char *)v)[99] == 0x5a);
-    } else { /* it does not (yet): the error says why */
-        CHECK_EQ(rc, TF_ETASK);
-        CHECK(tf_run_nerrors(run) == 1 && strstr(tf_run_error(run, 0)->message, "inside worker processes"));
-        CHECK_EQ(tf_run_error(run, 0)->task_code, 50);
+        CHECK(size == 100 && v && ((const unsigned char *)v)[99] == 0x5a);
+        tf_run_free(run);
     }
-    tf_run_free(run);
     tf_graph_destroy(g);
     pool_destroy(p);
 }
@@ -368,6 +365,6 @@ int main(int argc, char **argv)
     RUN(failure_and_a_dead_worker);
     RUN(cancel_reaches_worker_processes);
     RUN(concurrent_runs_and_trace_on_processes);
-    RUN(large_values_from_workers_work_or_fail_clearly);
+    RUN(large_values_from_workers);
     return test_run_all(argc, argv);
 }
