@@ -851,8 +851,10 @@ POOL_DEF int pool_batch_run(pool_batch_t *b);
  * mu only when somebody waits.
  *
  * Futures are reference counted: one reference for the user (dropped by
- * pool_future_free) and one for the run queue (dropped by whoever runs or cancels
- * it). They are recycled through a free list, so apply_async does not allocate in
+ * pool_future_free) and one for the run queue (dropped by whoever takes it out of
+ * the queue). Running, claiming by a waiter and cancelling are one CAS on the
+ * state (QUEUED -> RUNNING): a waiter that runs its own future, or a cancel, leaves
+ * the entry in the queue, and the worker that takes it finds it claimed and drops it. They are recycled through a free list, so apply_async does not allocate in
  * the steady state, and a submission takes mu once. A future outlives its pool:
  * pool_destroy leaves the pool's core to the last pool_future_free (`live` counts
  * futures handed out; its top bit says the pool was destroyed; whoever brings it
@@ -1871,21 +1873,12 @@ POOL_DEF int pool_submit(pool_t *p, pool_fn fn, const void *arg, size_t arg_size
  * thread must now run it. */
 static int pool__claim_own(pool_future_t *f)
 {
-    pool_t *p = f->pool;
     uint32_t expected = POOL__F_QUEUED;
+    /* one CAS, no lock: the entry stays in the run queue, and whoever takes it
+     * from there finds it claimed and drops it, with the queue's reference */
     if (shmq__load(&f->state, SHMQ__RELAXED) != POOL__F_QUEUED) return 0;
-    pthread_mutex_lock(&p->mu);
-    if (!f->item.queued) {
-        pthread_mutex_unlock(&p->mu);
-        return 0;
-    }
-    pool__unlink(p, &f->item);
-    pthread_mutex_unlock(&p->mu);
-    /* we own the queue reference now */
-    if (shmq__cas(&f->state, &expected, (uint32_t)POOL__F_RUNNING)) {
-        pool__future_run(f);
-    }
-    pool__future_unref(f);
+    if (!shmq__cas(&f->state, &expected, (uint32_t)POOL__F_RUNNING)) return 0;
+    pool__future_run(f); /* the caller's own reference keeps f alive */
     return 1;
 }
 
@@ -1928,7 +1921,8 @@ static int pool__future_wait(pool_future_t *f, int timeout_ms)
         pthread_mutex_lock(&p->mu);
         shmq__fetch_add(&p->done_waiters, 1u, SHMQ__SEQ_CST);
         if (shmq__load(&f->state, SHMQ__SEQ_CST) != POOL__F_DONE &&
-            !(timeout_ms < 0 && ((in_worker && p->head) || f->item.queued))) {
+            !(timeout_ms < 0 && ((in_worker && p->head) ||
+                                 shmq__load(&f->state, SHMQ__SEQ_CST) == POOL__F_QUEUED))) {
             if (timeout_ms > 0) {
                 struct timespec dl;
                 double left = end - pool__now_ms();
@@ -1990,19 +1984,10 @@ POOL_DEF int pool_future_cancel(pool_future_t *f)
     p = f->pool;
     if (pool__forked(p)) return POOL_EFORKED;
     if (p->proc) return shmq__load(&f->state, SHMQ__ACQUIRE) == POOL__F_DONE ? POOL_EBUSY : pool__proc_cancel(f);
-    if (shmq__load(&f->state, SHMQ__ACQUIRE) != POOL__F_QUEUED) return POOL_EBUSY;
-    pthread_mutex_lock(&p->mu);
-    if (!f->item.queued) {
-        pthread_mutex_unlock(&p->mu);
-        return POOL_EBUSY;
-    }
-    pool__unlink(p, &f->item);
-    pthread_mutex_unlock(&p->mu);
-    if (shmq__cas(&f->state, &expected, (uint32_t)POOL__F_RUNNING)) {
-        shmq__fetch_add(&p->st_cancelled, 1u, SHMQ__RELAXED);
-        pool__future_complete(f, POOL_ECANCELLED, 0);
-    }
-    pool__future_unref(f); /* the queue's reference */
+    /* as claiming it: the queue's entry is dropped by whoever takes it */
+    if (!shmq__cas(&f->state, &expected, (uint32_t)POOL__F_RUNNING)) return POOL_EBUSY;
+    shmq__fetch_add(&p->st_cancelled, 1u, SHMQ__RELAXED);
+    pool__future_complete(f, POOL_ECANCELLED, 0);
     return POOL_OK;
 }
 
