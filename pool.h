@@ -1873,12 +1873,21 @@ POOL_DEF int pool_submit(pool_t *p, pool_fn fn, const void *arg, size_t arg_size
  * thread must now run it. */
 static int pool__claim_own(pool_future_t *f)
 {
+    pool_t *p = f->pool;
     uint32_t expected = POOL__F_QUEUED;
-    /* one CAS, no lock: the entry stays in the run queue, and whoever takes it
-     * from there finds it claimed and drops it, with the queue's reference */
+    int unlinked = 0;
     if (shmq__load(&f->state, SHMQ__RELAXED) != POOL__F_QUEUED) return 0;
     if (!shmq__cas(&f->state, &expected, (uint32_t)POOL__F_RUNNING)) return 0;
+    /* ours: take the entry out of the queue too, so that the future can be recycled
+     * at once (if a worker already took it, it drops it when it sees it claimed) */
+    pthread_mutex_lock(&p->mu);
+    if (f->item.queued) {
+        pool__unlink(p, &f->item);
+        unlinked = 1;
+    }
+    pthread_mutex_unlock(&p->mu);
     pool__future_run(f); /* the caller's own reference keeps f alive */
+    if (unlinked) pool__future_unref(f); /* the queue's reference */
     return 1;
 }
 
