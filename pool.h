@@ -992,7 +992,8 @@ struct pool_s {
  * MAP_NORESERVE over config.arena_size bytes, grown with ftruncate as it fills.
  * Every worker inherits the mapping at the same address, so a pointer into the
  * arena means the same thing everywhere, and the memory is gone when the last
- * process holding it exits. Only the parent allocates from it.
+ * process holding it exits. The parent and the workers allocate from it without
+ * a lock (see pool__arena_alloc).
  *
  * Work is published as jobs in job slots (in the arena): a job is cut into at most
  * POOL__MAXCH chunks; a worker claims a chunk with one CAS on its state word, which
@@ -2097,23 +2098,22 @@ POOL_DEF int pool_wait_all(pool_future_t *const *fs, size_t n, int timeout_ms)
 }
 
 /* >>impl-map */
-static int64_t pool__auto_chunk(const pool_t *p, int64_t n, int want_progress)
+static int64_t pool__auto_chunk(const pool_t *p, int64_t n)
 {
     /* many more chunks than threads: a claim costs ~0.1 us, and fine chunks keep
      * every core busy to the end even when the caller, the workers and the rest of
      * the machine share the cores (measured: 9 chunks gave 1.78x on 2 cores, 65 gave
      * 1.97x) */
     int64_t parts = (int64_t)p->nworkers * 32 + 1;
-    (void)want_progress;
     int64_t c = n / parts + (n % parts != 0);
     return c < 1 ? 1 : c;
 }
 
 /* A chunk size from the caller, clamped to [1, n] before any arithmetic. */
-static int64_t pool__chunk_of(const pool_t *p, const pool_map_opts *o, int64_t n, int want_progress)
+static int64_t pool__chunk_of(const pool_t *p, const pool_map_opts *o, int64_t n)
 {
     if (o && o->chunksize) return o->chunksize > (size_t)n ? n : (int64_t)o->chunksize;
-    return pool__auto_chunk(p, n, want_progress);
+    return pool__auto_chunk(p, n);
 }
 
 static void pool__job_init(pool__job *j, int kind, int64_t begin, int64_t end, int64_t chunk)
@@ -2235,7 +2235,7 @@ POOL_DEF int pool_map(pool_t *p, pool_fn fn, const void *in, size_t in_size,
     if (rc != POOL_OK || n == 0) return rc;
     pool__progress_init(&pr, p, opts);
     if (p->proc) return pool__proc_map(p, fn, in, in_size, out, out_size, n, opts, &pr);
-    chunk = pool__chunk_of(p, opts, (int64_t)n, pr.fn != NULL);
+    chunk = pool__chunk_of(p, opts, (int64_t)n);
     pool__job_init(&j, POOL__JOB_MAP, 0, (int64_t)n, chunk);
     j.fn = fn;
     j.ctx = opts ? opts->ctx : NULL;
@@ -2262,7 +2262,7 @@ POOL_DEF int pool_parallel_for(pool_t *p, int64_t begin, int64_t end, int64_t gr
     if ((uint64_t)end - (uint64_t)begin > (uint64_t)INT64_MAX) return POOL_EOVERFLOW;
     range = end - begin;
     pool__progress_init(&pr, p, NULL);
-    if (grain == 0) grain = pool__auto_chunk(p, range, pr.fn != NULL);
+    if (grain == 0) grain = pool__auto_chunk(p, range);
     if (grain > range) grain = range;
     if (p->proc) {
         pool_failure f;
@@ -2320,7 +2320,7 @@ static int pool__imap(pool_t *p, pool_fn fn, const void *in, size_t in_size, siz
         *out = it;
         return POOL_OK;
     }
-    chunk = pool__chunk_of(p, opts, (int64_t)n, 1);
+    chunk = pool__chunk_of(p, opts, (int64_t)n);
     nslots = opts && opts->max_inflight ? opts->max_inflight : (size_t)p->nworkers * 4;
     pool__job_init(j, POOL__JOB_IMAP, 0, (int64_t)n, chunk);
     if ((uint64_t)nslots > j->nchunks) nslots = (size_t)j->nchunks;
@@ -3675,7 +3675,7 @@ static int pool__proc_map(pool_t *p, pool_fn fn, const void *in, size_t in_size,
             return POOL_ETOOBIG;
         }
     }
-    chunk = pool__chunk_of(p, opts, (int64_t)n, pr->fn != NULL);
+    chunk = pool__chunk_of(p, opts, (int64_t)n);
     memcpy(&fnv, &fn, sizeof fn);
     rc = pool__proc_run(p, POOL__PJ_MAP, fnv, opts ? opts->ctx : NULL, ia, oa, in_size, out_size, 0,
                         (int64_t)n, chunk, pr, &f);
