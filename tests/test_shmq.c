@@ -22,16 +22,7 @@ static void sleep_us(long us)
 
 static const char *g_self = "/proc/self/exe";
 
-#if defined(__SANITIZE_THREAD__)
-#define TEST_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define TEST_TSAN 1
-#endif
-#endif
-#ifndef TEST_TSAN
-#define TEST_TSAN 0
-#endif
+/* TEST_TSAN comes from test.h */
 
 /* a name unique to this run, so parallel test runs never collide */
 static void uname_(char *out, size_t n, const char *tag)

@@ -18,16 +18,7 @@ static void sleep_us(long us)
 #include <pthread.h>
 #include <errno.h>
 
-#if defined(__SANITIZE_THREAD__)
-#define TEST_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define TEST_TSAN 1
-#endif
-#endif
-#ifndef TEST_TSAN
-#define TEST_TSAN 0
-#endif
+/* TEST_TSAN comes from test.h */
 
 static int wait_child(pid_t pid)
 {
