@@ -122,7 +122,8 @@
  *   SHMQ_MALLOC / SHMQ_REALLOC / SHMQ_FREE   all three or none (default: libc)
  *   SHMQ_ASSERT      programmer-error checks (default: assert)
  *   SHMQ_SHM_DIR     where named objects are listed by shmq_sweep (default "/dev/shm")
- *   SHMQ_DEFAULT_SPIN_US  the default longest adaptive spin of a waiter (default 20)
+ *   SHMQ_DEFAULT_SPIN_US  the longest adaptive spin of a waiter (default 100; a
+ *                    waiter spins for what a sleep costs, measured, up to this)
  *
  *   The implementation needs POSIX.1-2008. In a strict -std=c99/c11 build
  *   it asks for it itself (_POSIX_C_SOURCE) when this file comes first; if a
@@ -438,7 +439,7 @@ SHMQ_DEF uint32_t shmq_sem_value(const shmq_sem_t *s);
 #define SHMQ_SHM_DIR "/dev/shm"
 #endif
 #ifndef SHMQ_DEFAULT_SPIN_US
-#define SHMQ_DEFAULT_SPIN_US 20
+#define SHMQ_DEFAULT_SPIN_US 100
 #endif
 
 #include <errno.h>
@@ -706,7 +707,7 @@ typedef struct shmq__wait {
     uint32_t word;  /* the value waited on (atomic; meaning set by the user of the wait) */
     uint32_t nwait; /* fallback: sleepers on sem (atomic; may overcount after deaths) */
     uint32_t mode;  /* init: SHMQ__WAIT_FUTEX, SHMQ__WAIT_SEM, or 3 = poll (no sem_t) */
-    uint32_t pad_;
+    uint32_t woke_at; /* atomic relaxed: low 32 bits of the monotonic ns of the last wake */
     union {
         unsigned char bytes[112];
         uint64_t align_;
@@ -872,13 +873,18 @@ static void shmq__wake_all_gen(shmq__wait *w)
     uint32_t v = shmq__load(&w->word, SHMQ__SEQ_CST);
     while (!shmq__cas_sc(&w->word, &v, (v + 2u) & ~1u)) {
     }
+    shmq__store(&w->woke_at, (uint32_t)shmq__now_ns(), SHMQ__RELAXED);
     shmq__futex_wake(w, INT_MAX);
 }
 
+/* The stamp lets a woken sleeper measure what a sleep cost it (see >>spin). */
 static void shmq__signal(shmq__wait *w)
 {
     uint32_t v = shmq__load(&w->word, SHMQ__SEQ_CST);
-    if ((v & 1u) && shmq__cas_sc(&w->word, &v, (v + 2u) & ~1u)) shmq__futex_wake(w, INT_MAX);
+    if ((v & 1u) && shmq__cas_sc(&w->word, &v, (v + 2u) & ~1u)) {
+        shmq__store(&w->woke_at, (uint32_t)shmq__now_ns(), SHMQ__RELAXED);
+        shmq__futex_wake(w, INT_MAX);
+    }
 }
 
 /* >>names */
@@ -1275,6 +1281,9 @@ SHMQ__STATIC_ASSERT(qhdr_size, sizeof(shmq__qhdr) == 512);
 #define SHMQ__MAX_MESSAGE ((size_t)1 << 30)
 #define SHMQ__STUCK_NAP_NS 10000000 /* 10 ms: re-check a held slot's owner this often */
 #define SHMQ__SCAN_EVERY_NS 50000000
+#define SHMQ__WAKE_GUESS_NS 10000 /* a sleep's cost before any sleep was measured */
+#define SHMQ__SPIN_MIN_NS 1000    /* the shortest spin budget */
+#define SHMQ__WAKE_MAX_NS 1000000 /* longer samples are preemptions, not wake-ups */
 
 struct shmq_queue {
     shmq__qhdr *h;
@@ -1282,8 +1291,9 @@ struct shmq_queue {
     uint64_t nslots, mask;
     uint32_t stride, max_message;
     uint32_t spin_max_ns; /* atomic relaxed; 0: never spin */
-    uint32_t spin_cur_ns; /* atomic relaxed: the adaptive spin budget */
-    int64_t spin_avg_ns;  /* atomic relaxed: moving average of the waits seen */
+    uint32_t spin_cur_ns; /* atomic relaxed: the adaptive spin budget (0: sleep at once) */
+    int64_t spin_avg_ns;  /* atomic relaxed: moving average of whole waits */
+    int64_t wake_ns;      /* atomic relaxed: moving average of what a sleep cost */
     uint32_t spin_skip;   /* atomic relaxed: counts waits that did not spin */
     uint32_t seen_rescan; /* atomic relaxed: rescan epoch at our last scan */
     int64_t last_scan_ns; /* atomic relaxed */
@@ -1385,7 +1395,8 @@ SHMQ_DEF int shmq_queue_attach(shmq_queue_t **out, void *mem)
     q->stride = h->stride;
     q->max_message = h->max_message;
     q->spin_max_ns = sysconf(_SC_NPROCESSORS_ONLN) > 1 ? SHMQ_DEFAULT_SPIN_US * 1000u : 0u;
-    q->spin_cur_ns = q->spin_max_ns;
+    q->wake_ns = SHMQ__WAKE_GUESS_NS;
+    q->spin_cur_ns = q->spin_max_ns < SHMQ__WAKE_GUESS_NS ? q->spin_max_ns : SHMQ__WAKE_GUESS_NS;
     q->seen_rescan = shmq__load(&h->rescan, SHMQ__RELAXED);
     q->last_scan_ns = 0;
     q->block = NULL;
@@ -1618,57 +1629,102 @@ static int shmq__unstick_consumer(shmq_queue_t *q, uint64_t st, uint64_t pos, vo
 
 /* >>spin: adaptive spinning before sleeping
  *
- * A waiter probes between pause instructions for at most the handle's spin
- * budget, then sleeps. The budget follows the waits seen (a moving average
- * of how long waits that ended while spinning took; a wait that ended asleep
- * counts as twice the budget): twice the average plus 1 us, as long as the
- * average stays under 4 us, about what a futex sleep and wake-up cost here.
- * Past that, spinning buys nothing and takes a CPU that a preempted peer may
- * need, so waiters sleep at once, bar a 2 us probe every 16th wait that keeps
- * measuring. No sched_yield:
- * on a loaded 2-CPU machine it handed whole timeslices to unrelated processes. */
-#define SHMQ__SPIN_WORTH_NS 4000
+ * Spinning pays when the wait ends sooner than a sleep would. A sleep costs
+ * the sleeper the time from its waker's wake call until it runs again: a few
+ * us on bare metal, 20-50 us on a virtual machine whose idle CPU the host
+ * must wake. So each handle measures it: a waker stamps the wait word's
+ * woke_at just before its wake call, and a sleeper woken after it lay down
+ * averages (now - stamp) into wake_ns. A waiter then spins (probing the slot
+ * between pause instructions) for up to wake_ns, capped by spin_max, before
+ * it sleeps: the competitive rule of spinning as long as blocking costs,
+ * which never loses more than 2x against the better choice made in
+ * hindsight. It is also what lets two processes in a ping-pong find each
+ * other spinning again after both fell asleep: a spin as long as the peer's
+ * wake-up catches the peer's answer. When whole waits (spin and sleep,
+ * moving average) run past 8 sleep costs, spinning rarely pays: waiters then
+ * sleep at once, bar a probe every 16th wait that keeps measuring.
+ * No sched_yield: on a loaded 2-CPU machine it handed whole timeslices to
+ * unrelated processes. */
 
 typedef struct shmq__spin {
-    int64_t start, end; /* 0: not started */
+    int64_t start, end; /* the wait began / its spin ends (ns) */
+    int64_t last;       /* the latest clock reading of the wait */
     unsigned probes;
 } shmq__spin;
 
-static int shmq__spin_step(shmq_queue_t *q, shmq__spin *sp, int64_t deadline)
+/* Starts a wait: 1 if it spins first, 0 if it sleeps at once. */
+static int shmq__spin_begin(shmq_queue_t *q, shmq__spin *sp)
+{
+    uint32_t budget = shmq__load(&q->spin_cur_ns, SHMQ__RELAXED);
+    int64_t wake;
+    sp->start = shmq__now_ns();
+    sp->end = sp->last = sp->start;
+    sp->probes = 0;
+    if (budget == 0) {
+        /* spinning was not paying: sleep at once, but probe every 16th wait */
+        budget = shmq__load(&q->spin_max_ns, SHMQ__RELAXED);
+        if (budget == 0 || (shmq__fetch_add(&q->spin_skip, 1u, SHMQ__RELAXED) & 15u) != 15u) return 0;
+        wake = shmq__load(&q->wake_ns, SHMQ__RELAXED);
+        if ((int64_t)budget > wake) budget = wake < SHMQ__SPIN_MIN_NS ? SHMQ__SPIN_MIN_NS : (uint32_t)wake;
+    }
+    sp->end = sp->start + budget;
+    return 1;
+}
+
+/* One probe's pause; 0 once the spin budget (or the deadline) is spent. */
+static int shmq__spin_step(shmq__spin *sp, int64_t deadline)
 {
     int64_t now;
-    if (sp->end == 0) {
-        uint32_t budget = shmq__load(&q->spin_cur_ns, SHMQ__RELAXED);
-        if (budget == 0) {
-            /* spinning was not paying: sleep at once, but probe 2 us every 16th wait */
-            if (shmq__load(&q->spin_max_ns, SHMQ__RELAXED) == 0 ||
-                (shmq__fetch_add(&q->spin_skip, 1u, SHMQ__RELAXED) & 15u) != 15u)
-                return 0;
-            budget = 2000;
-        }
-        sp->start = shmq__now_ns();
-        sp->end = sp->start + budget;
-    }
     shmq__cpu_relax();
     if ((++sp->probes & 7u) != 0) return 1; /* read the clock every 8 probes */
-    now = shmq__now_ns();
+    sp->last = now = shmq__now_ns();
     if (deadline >= 0 && now >= deadline) return 0;
     return now < sp->end;
 }
 
-/* won: the wait ended while spinning; else it went on to sleep */
-static void shmq__spin_adapt(shmq_queue_t *q, const shmq__spin *sp, int won)
+/* The spin budget, from the measured sleep cost and the recent waits */
+static void shmq__spin_retune(shmq_queue_t *q)
 {
-    int64_t waited, avg;
-    uint32_t budget, max = shmq__load(&q->spin_max_ns, SHMQ__RELAXED);
-    if (max == 0 || sp->end == 0) return;
-    waited = won ? shmq__now_ns() - sp->start : 2 * (sp->end - sp->start);
+    int64_t wake = shmq__load(&q->wake_ns, SHMQ__RELAXED);
+    int64_t avg = shmq__load(&q->spin_avg_ns, SHMQ__RELAXED);
+    uint32_t max = shmq__load(&q->spin_max_ns, SHMQ__RELAXED);
+    int64_t budget = wake < SHMQ__SPIN_MIN_NS ? SHMQ__SPIN_MIN_NS : wake;
+    if (budget > (int64_t)max) budget = max;
+    if (avg > 8 * (wake < SHMQ__SPIN_MIN_NS ? SHMQ__SPIN_MIN_NS : wake)) budget = 0;
+    shmq__store(&q->spin_cur_ns, (uint32_t)budget, SHMQ__RELAXED);
+}
+
+/* Ends a wait begun by shmq__spin_begin, whatever its outcome. The length
+ * of the wait is taken from its latest clock reading (up to 8 probes stale
+ * for a wait that ended spinning): no clock read between a message's
+ * arrival and the caller's answer to it. */
+static void shmq__spin_end(shmq_queue_t *q, const shmq__spin *sp)
+{
+    int64_t avg, waited;
+    if (shmq__load(&q->spin_max_ns, SHMQ__RELAXED) == 0) return;
+    waited = sp->last - sp->start;
     avg = shmq__load(&q->spin_avg_ns, SHMQ__RELAXED);
     avg += (waited - avg) / 8;
     shmq__store(&q->spin_avg_ns, avg, SHMQ__RELAXED);
-    budget = avg <= SHMQ__SPIN_WORTH_NS ? (uint32_t)(2 * avg + 1000) : 0u;
-    if (budget > max) budget = max;
-    shmq__store(&q->spin_cur_ns, budget, SHMQ__RELAXED);
+    shmq__spin_retune(q);
+}
+
+/* Sleeps on w (see shmq__wait_until); if the waker's stamp shows that it
+ * woke us, averages what the sleep cost into wake_ns. */
+static void shmq__sleep_on(shmq_queue_t *q, shmq__spin *sp, shmq__wait *w, uint32_t expected,
+                           int64_t deadline)
+{
+    int64_t before = shmq__now_ns(), now, wake;
+    uint32_t since, slept;
+    int rc = shmq__wait_until(w, expected, deadline);
+    sp->last = now = shmq__now_ns();
+    if (rc != 0) return;
+    since = (uint32_t)now - shmq__load(&w->woke_at, SHMQ__RELAXED);
+    slept = (uint32_t)(now - before);
+    if (since > slept || since >= SHMQ__WAKE_MAX_NS) return; /* not our wake-up */
+    wake = shmq__load(&q->wake_ns, SHMQ__RELAXED);
+    wake += ((int64_t)since - wake) / 8;
+    shmq__store(&q->wake_ns, wake, SHMQ__RELAXED);
 }
 
 /* A waiter whose slot is held by another process (owner != 0: mid-push or
@@ -1702,30 +1758,17 @@ static void shmq__nap(int64_t deadline, int64_t ns)
     shmq__sleep_ns(ns);
 }
 
-SHMQ_DEF int shmq_push(shmq_queue_t *q, const void *msg, size_t len, int timeout_ms)
+static int shmq__push_wait(shmq_queue_t *q, const void *msg, size_t len, int64_t deadline,
+                           shmq__spin *sp, int spinning, uint64_t blocker, uint64_t bpos)
 {
-    uint64_t blocker = 0, bpos = 0, held = 0;
-    int64_t deadline;
-    shmq__spin sp = {0, 0, 0};
-    int spinning;
-    if (!q || !msg) return SHMQ_EINVAL;
-    if (len == 0 || len > q->max_message) return SHMQ_EMSGSIZE;
-    if (shmq__load(&q->h->closed, SHMQ__ACQUIRE)) return SHMQ_ECLOSED;
-    if (shmq__push_once(q, msg, len, &blocker, &bpos) == 0) return 0;
-    if (timeout_ms == 0) return SHMQ_EFULL;
-    deadline = shmq__deadline(timeout_ms);
-    spinning = shmq__load(&q->spin_max_ns, SHMQ__RELAXED) != 0;
+    uint64_t held = 0;
     for (;;) {
         uint32_t w;
         if (spinning) {
-            spinning = shmq__spin_step(q, &sp, deadline);
-            if (shmq__push_once(q, msg, len, &blocker, &bpos) == 0) {
-                shmq__spin_adapt(q, &sp, 1);
-                return 0;
-            }
+            spinning = shmq__spin_step(sp, deadline);
+            if (shmq__push_once(q, msg, len, &blocker, &bpos) == 0) return 0;
             if (shmq__load(&q->h->closed, SHMQ__ACQUIRE)) return SHMQ_ECLOSED;
             if (spinning) continue;
-            shmq__spin_adapt(q, &sp, 0);
         }
         if (shmq__owner(blocker) != 0) {
             /* our slot is held by a previous-lap writer or reader */
@@ -1738,18 +1781,35 @@ SHMQ_DEF int shmq_push(shmq_queue_t *q, const void *msg, size_t len, int timeout
                 shmq__nap(deadline, blocker == held ? SHMQ__STUCK_NAP_NS : SHMQ__FIRST_NAP_NS);
                 held = blocker;
             }
+            sp->last = shmq__now_ns();
         } else {
             w = shmq__wait_prepare(&q->h->not_full);
             if (shmq__push_once(q, msg, len, &blocker, &bpos) == 0) return 0;
             if (shmq__load(&q->h->closed, SHMQ__ACQUIRE)) return SHMQ_ECLOSED;
             if (deadline >= 0 && shmq__now_ns() >= deadline) return SHMQ_EFULL;
             /* sleep only on a slot nobody holds: its next claimer sees our flag */
-            if (shmq__owner(blocker) == 0) shmq__wait_until(&q->h->not_full, w, deadline);
+            if (shmq__owner(blocker) == 0) shmq__sleep_on(q, sp, &q->h->not_full, w, deadline);
         }
         if (shmq__push_once(q, msg, len, &blocker, &bpos) == 0) return 0;
         if (shmq__load(&q->h->closed, SHMQ__ACQUIRE)) return SHMQ_ECLOSED;
         if (deadline >= 0 && shmq__now_ns() >= deadline) return SHMQ_EFULL;
     }
+}
+
+SHMQ_DEF int shmq_push(shmq_queue_t *q, const void *msg, size_t len, int timeout_ms)
+{
+    uint64_t blocker = 0, bpos = 0;
+    shmq__spin sp;
+    int spinning, rc;
+    if (!q || !msg) return SHMQ_EINVAL;
+    if (len == 0 || len > q->max_message) return SHMQ_EMSGSIZE;
+    if (shmq__load(&q->h->closed, SHMQ__ACQUIRE)) return SHMQ_ECLOSED;
+    if (shmq__push_once(q, msg, len, &blocker, &bpos) == 0) return 0;
+    if (timeout_ms == 0) return SHMQ_EFULL;
+    spinning = shmq__spin_begin(q, &sp);
+    rc = shmq__push_wait(q, msg, len, shmq__deadline(timeout_ms), &sp, spinning, blocker, bpos);
+    shmq__spin_end(q, &sp);
+    return rc;
 }
 
 /* Pre-sleep duties of a consumer: take a message a dead reader left. The
@@ -1775,11 +1835,67 @@ static int shmq__maybe_scan(shmq_queue_t *q, void *buf, size_t cap, size_t *len,
     return shmq__scan_orphans_range(q, first, SHMQ__SCAN_WINDOW, buf, cap, len, NULL);
 }
 
+static int shmq__pop_wait(shmq_queue_t *q, void *buf, size_t cap, size_t *len, int64_t deadline,
+                          shmq__spin *sp, int spinning, uint64_t blocker, uint64_t bpos)
+{
+    uint64_t held = 0;
+    uint32_t epoch;
+    int rc;
+    for (;;) {
+        uint32_t w;
+        if (shmq__load(&q->h->closed, SHMQ__ACQUIRE)) {
+            /* shut down and empty: hand out what dead readers left, then ECLOSED */
+            rc = shmq__pop_once(q, buf, cap, len, &blocker, &bpos);
+            if (rc != SHMQ_EEMPTY) return rc;
+            if (shmq__owner(blocker) != 0) {
+                int r2 = SHMQ_EEMPTY;
+                if (shmq__unstick_consumer(q, blocker, bpos, buf, cap, len, &r2, 1)) {
+                    if (r2 != SHMQ_EEMPTY) return r2;
+                    continue;
+                }
+            }
+            return shmq__scan_orphans(q, buf, cap, len, NULL) == 0 ? 0 : SHMQ_ECLOSED;
+        }
+        if (spinning) {
+            spinning = shmq__spin_step(sp, deadline);
+            rc = shmq__pop_once(q, buf, cap, len, &blocker, &bpos);
+            if (rc != SHMQ_EEMPTY) return rc;
+            if (spinning) continue;
+        }
+        if (shmq__owner(blocker) != 0) {
+            /* our slot is held: a producer mid-push, or a previous-lap reader */
+            if (!shmq__await_change(q, bpos, blocker, deadline)) {
+                int r2 = SHMQ_EEMPTY;
+                if (shmq__unstick_consumer(q, blocker, bpos, buf, cap, len, &r2, 1)) {
+                    if (r2 != SHMQ_EEMPTY) return r2;
+                } else {
+                    shmq__nap(deadline, blocker == held ? SHMQ__STUCK_NAP_NS : SHMQ__FIRST_NAP_NS);
+                    held = blocker;
+                }
+            }
+            sp->last = shmq__now_ns();
+        } else {
+            if ((rc = shmq__maybe_scan(q, buf, cap, len, &epoch)) == 0) return 0;
+            w = shmq__wait_prepare(&q->h->not_empty);
+            rc = shmq__pop_once(q, buf, cap, len, &blocker, &bpos);
+            if (rc != SHMQ_EEMPTY) return rc;
+            if (shmq__load(&q->h->closed, SHMQ__ACQUIRE)) continue;
+            if (shmq__load(&q->h->rescan, SHMQ__ACQUIRE) != epoch) continue;
+            if (deadline >= 0 && shmq__now_ns() >= deadline) return SHMQ_EEMPTY;
+            /* sleep only on a slot nobody holds: its next claimer sees our flag */
+            if (shmq__owner(blocker) == 0) shmq__sleep_on(q, sp, &q->h->not_empty, w, deadline);
+        }
+        rc = shmq__pop_once(q, buf, cap, len, &blocker, &bpos);
+        if (rc != SHMQ_EEMPTY) return rc;
+        if (deadline >= 0 && shmq__now_ns() >= deadline && !shmq__load(&q->h->closed, SHMQ__ACQUIRE))
+            return SHMQ_EEMPTY;
+    }
+}
+
 SHMQ_DEF int shmq_pop(shmq_queue_t *q, void *buf, size_t cap, size_t *len, int timeout_ms)
 {
-    uint64_t blocker = 0, bpos = 0, held = 0;
-    int64_t deadline;
-    shmq__spin sp = {0, 0, 0};
+    uint64_t blocker = 0, bpos = 0;
+    shmq__spin sp;
     int spinning, rc;
     uint32_t epoch;
     if (!q || !buf || !len || cap == 0) return SHMQ_EINVAL;
@@ -1798,60 +1914,10 @@ SHMQ_DEF int shmq_pop(shmq_queue_t *q, void *buf, size_t cap, size_t *len, int t
         if (shmq__maybe_scan(q, buf, cap, len, &epoch) == 0) return 0;
         return shmq__load(&q->h->closed, SHMQ__ACQUIRE) ? SHMQ_ECLOSED : SHMQ_EEMPTY;
     }
-    deadline = shmq__deadline(timeout_ms);
-    spinning = shmq__load(&q->spin_max_ns, SHMQ__RELAXED) != 0;
-    for (;;) {
-        uint32_t w;
-        if (shmq__load(&q->h->closed, SHMQ__ACQUIRE)) {
-            /* shut down and empty: hand out what dead readers left, then ECLOSED */
-            rc = shmq__pop_once(q, buf, cap, len, &blocker, &bpos);
-            if (rc != SHMQ_EEMPTY) return rc;
-            if (shmq__owner(blocker) != 0) {
-                int r2 = SHMQ_EEMPTY;
-                if (shmq__unstick_consumer(q, blocker, bpos, buf, cap, len, &r2, 1)) {
-                    if (r2 != SHMQ_EEMPTY) return r2;
-                    continue;
-                }
-            }
-            return shmq__scan_orphans(q, buf, cap, len, NULL) == 0 ? 0 : SHMQ_ECLOSED;
-        }
-        if (spinning) {
-            spinning = shmq__spin_step(q, &sp, deadline);
-            rc = shmq__pop_once(q, buf, cap, len, &blocker, &bpos);
-            if (rc != SHMQ_EEMPTY) {
-                shmq__spin_adapt(q, &sp, 1);
-                return rc;
-            }
-            if (spinning) continue;
-            shmq__spin_adapt(q, &sp, 0);
-        }
-        if (shmq__owner(blocker) != 0) {
-            /* our slot is held: a producer mid-push, or a previous-lap reader */
-            if (!shmq__await_change(q, bpos, blocker, deadline)) {
-                int r2 = SHMQ_EEMPTY;
-                if (shmq__unstick_consumer(q, blocker, bpos, buf, cap, len, &r2, 1)) {
-                    if (r2 != SHMQ_EEMPTY) return r2;
-                } else {
-                    shmq__nap(deadline, blocker == held ? SHMQ__STUCK_NAP_NS : SHMQ__FIRST_NAP_NS);
-                    held = blocker;
-                }
-            }
-        } else {
-            if ((rc = shmq__maybe_scan(q, buf, cap, len, &epoch)) == 0) return 0;
-            w = shmq__wait_prepare(&q->h->not_empty);
-            rc = shmq__pop_once(q, buf, cap, len, &blocker, &bpos);
-            if (rc != SHMQ_EEMPTY) return rc;
-            if (shmq__load(&q->h->closed, SHMQ__ACQUIRE)) continue;
-            if (shmq__load(&q->h->rescan, SHMQ__ACQUIRE) != epoch) continue;
-            if (deadline >= 0 && shmq__now_ns() >= deadline) return SHMQ_EEMPTY;
-            /* sleep only on a slot nobody holds: its next claimer sees our flag */
-            if (shmq__owner(blocker) == 0) shmq__wait_until(&q->h->not_empty, w, deadline);
-        }
-        rc = shmq__pop_once(q, buf, cap, len, &blocker, &bpos);
-        if (rc != SHMQ_EEMPTY) return rc;
-        if (deadline >= 0 && shmq__now_ns() >= deadline && !shmq__load(&q->h->closed, SHMQ__ACQUIRE))
-            return SHMQ_EEMPTY;
-    }
+    spinning = shmq__spin_begin(q, &sp);
+    rc = shmq__pop_wait(q, buf, cap, len, shmq__deadline(timeout_ms), &sp, spinning, blocker, bpos);
+    shmq__spin_end(q, &sp);
+    return rc;
 }
 
 SHMQ_DEF int shmq_try_push(shmq_queue_t *q, const void *msg, size_t len)

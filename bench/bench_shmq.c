@@ -464,6 +464,10 @@ int main(int argc, char **argv)
             profile = 1; /* shmq W6 only, for perf */
         } else if (strcmp(argv[i], "--w5-spin") == 0) {
             profile = 3; /* shmq W5 with spinning only, for perf */
+        } else if (strcmp(argv[i], "--w5-sleep") == 0) {
+            profile = 4; /* shmq W5 with sleeping waiters only, for perf */
+        } else if (strcmp(argv[i], "--w5-futex") == 0) {
+            profile = 5; /* the raw futex W5 only, for perf */
         } else if (strcmp(argv[i], "--w5") == 0 && i + 1 < argc) {
             w5 = atol(argv[++i]);
         } else if (strcmp(argv[i], "--w6") == 0 && i + 1 < argc) {
@@ -472,7 +476,7 @@ int main(int argc, char **argv)
             reps = atoi(argv[++i]);
             if (reps < 1) reps = 1;
         } else {
-            fprintf(stderr, "usage: %s [--quick] [--w5 N] [--w6 N] [--reps N] [--profile | --w5-spin]\n",
+            fprintf(stderr, "usage: %s [--quick] [--w5 N] [--w6 N] [--reps N] [--profile | --w5-spin | --w5-sleep | --w5-futex]\n",
                     argv[0]);
             return 2;
         }
@@ -486,8 +490,14 @@ int main(int argc, char **argv)
         shared_free_all();
         return 0;
     }
-    if (profile == 3) {
-        printf("shmq W5 spin: %.2f us\n", w5_transport(&tq, w5));
+    if (profile == 5) {
+        printf("raw futex W5: %.2f us\n", w5_futex(w5));
+        shared_free_all();
+        return 0;
+    }
+    if (profile == 3 || profile == 4) {
+        tq.spin = profile == 3 ? -1 : 0;
+        printf("shmq W5 %s: %.2f us\n", profile == 3 ? "spin" : "sleep", w5_transport(&tq, w5));
         shared_free_all();
         return 0;
     }
