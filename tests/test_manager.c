@@ -74,7 +74,7 @@ static int raw_exchange(int fd, const void *bytes, size_t n, int *code)
     pool__mgr_buf b = {NULL, 0, 0};
     int type = -1;
     if (n && pool__mgr_send_all(fd, (const uint8_t *)bytes, n) != POOL_OK) return -2;
-    if (pool__mgr_recv_frame(fd, &b, 1 << 24, pool__mgr_now_ns() + (int64_t)10 * 1000000000) == POOL_OK &&
+    if (pool__mgr_recv_frame(fd, &b, 1 << 24, pool__mgr_now_ns() + (int64_t)10 * 1000000000, 0) == POOL_OK &&
         b.n >= 8) {
         type = b.p[4];
         if (code) *code = b.n >= 12 ? (int32_t)pool__mgr_get32(b.p + 8) : 0;
@@ -690,6 +690,79 @@ static void *t_adder(void *p)
         if (pool_lock_release(a->l) != POOL_OK) a->rc = -4;
     }
     return NULL;
+}
+
+/* process CPU time (user + system) in ms, from /proc/<pid>/stat; -1 if unreadable */
+static double proc_cpu_ms(long pid)
+{
+    char path[64], line[1024], *p;
+    unsigned long ut = 0, st = 0;
+    FILE *f;
+    int i;
+    snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+    if (!(f = fopen(path, "r"))) return -1;
+    p = fgets(line, sizeof line, f);
+    fclose(f);
+    if (!p || !(p = strrchr(line, ')'))) return -1;
+    for (i = 0; i < 12 && p; i++) p = strchr(p + 1, ' '); /* to field 14 (utime) */
+    if (!p || sscanf(p, " %lu %lu", &ut, &st) != 2) return -1;
+    return (double)(ut + st) * 1000.0 / (double)sysconf(_SC_CLK_TCK);
+}
+
+static double thread_cpu_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* >>manager-spin: both sides poll before they sleep, but boundedly: an idle
+ * server and a client blocked in a long get use (almost) no CPU; spin_us = -1
+ * turns polling off and everything still works. */
+TEST(polling_is_bounded)
+{
+    pool_manager_t *m;
+    pool_manager_config cfg;
+    pool_dict_t *d;
+    pool_queue_t *q;
+    char buf[16];
+    size_t n;
+    double c0, c1, t0;
+    long pid;
+    int i;
+    REQUIRE(pool_manager_start(&m, NULL) == POOL_OK);
+    REQUIRE(pool_manager_dict(m, "d", &d) == POOL_OK);
+    REQUIRE(pool_manager_queue(m, "q", 0, &q) == POOL_OK);
+    pid = pool_manager_server_pid(m);
+    for (i = 0; i < 2000; i++) CHECK_EQ(pool_dict_set(d, "k", 1, "v", 1), POOL_OK); /* polling engaged */
+    /* the server, idle for 500 ms after a burst, polls at most spin_us */
+    c0 = proc_cpu_ms(pid);
+    pool__mgr_sleep_ms(500);
+    c1 = proc_cpu_ms(pid);
+    REQUIRE(c0 >= 0 && c1 >= 0);
+    CHECK(c1 - c0 < 50); /* a server that kept polling would show ~500 */
+    /* a client blocked in gets of 50 ms each stops polling after a few */
+    c0 = thread_cpu_ms();
+    t0 = test_now_ms();
+    for (i = 0; i < 10; i++) CHECK_EQ(pool_queue_get(q, buf, sizeof buf, &n, 50), POOL_ETIMEDOUT);
+    c1 = thread_cpu_ms();
+    CHECK(test_now_ms() - t0 >= 450);
+    CHECK(c1 - c0 < 100); /* polling through every wait would be ~500 */
+    pool_manager_close(m);
+
+    /* polling off: the same calls work */
+    memset(&cfg, 0, sizeof cfg);
+    cfg.spin_us = -1;
+    REQUIRE(pool_manager_start(&m, &cfg) == POOL_OK);
+    REQUIRE(pool_manager_dict(m, "d", &d) == POOL_OK);
+    REQUIRE(pool_manager_queue(m, "q", 0, &q) == POOL_OK);
+    CHECK_EQ(pool_dict_set(d, "k", 1, "v", 1), POOL_OK);
+    CHECK_EQ(pool_dict_get(d, "k", 1, buf, sizeof buf, &n), POOL_OK);
+    CHECK(n == 1 && buf[0] == 'v');
+    CHECK_EQ(pool_queue_put(q, "x", 1, 0), POOL_OK);
+    CHECK_EQ(pool_queue_get(q, buf, sizeof buf, &n, 100), POOL_OK);
+    CHECK_EQ(pool_queue_get(q, buf, sizeof buf, &n, 50), POOL_ETIMEDOUT);
+    pool_manager_close(m);
 }
 
 TEST(threads_share_one_manager)
@@ -1566,6 +1639,7 @@ int main(int argc, char **argv)
     RUN(barrier);
     RUN(value);
     RUN(batch);
+    RUN(polling_is_bounded);
     RUN(threads_share_one_manager);
     RUN(fork_child_reconnects);
     RUN(fork_while_threads_call);
