@@ -1119,6 +1119,8 @@ struct pool__proc {
     pid_t server_pid;
     pthread_t monitor;
     int monitor_started;      /* atomic */
+    int stop_decided;         /* mu: the monitor saw the pool closed and idle (or terminated)
+                               * and stops the workers: nothing may be published any more */
     int mon_join;             /* under pool.mu: 0, 1 being joined, 2 joined */
     size_t iter_windows;      /* under pool.mu: job slots iterators may hold */
     unsigned char *via_server;/* [nworkers]: forked by the fork server (monitor only) */
@@ -3370,6 +3372,12 @@ static void *pool__pmonitor(void *arg)
         idle = !pp->pend_head;
         for (si = 0; si < POOL__NSLOTS && idle; si++) /* finished jobs not yet collected do not count */
             if (pp->slot_busy[si] && !(shmq__load(&pp->slots[si].done, SHMQ__ACQUIRE) & 1u)) idle = 0;
+        /* decided under mu, so that an iterator publishing its next window either
+         * publishes before (and the pool is not idle) or sees this and runs it itself */
+        if (state == POOL__TERMINATED || (state == POOL__CLOSED && idle) || p->init_failed) {
+            pp->stop_decided = 1;
+            pthread_cond_broadcast(&p->done_cv); /* an iterator waiting for a slot re-checks */
+        }
         pthread_mutex_unlock(&p->mu);
         pool__pcomplete_list(done_list);
         if (state == POOL__TERMINATED || (state == POOL__CLOSED && idle) || p->init_failed) {
@@ -3826,7 +3834,7 @@ static int pool__piter_publish(pool_iter_t *it, pool__pwin *w, uint64_t c)
     pool__job *j = &it->job;
     int64_t b = (int64_t)c * j->chunk, e = b + j->chunk, i;
     uint64_t fnv;
-    int si;
+    int si = -1;
     if (e > j->end) e = j->end;
     w->chunk = c;
     w->len = e - b;
@@ -3844,8 +3852,20 @@ static int pool__piter_publish(pool_iter_t *it, pool__pwin *w, uint64_t c)
     memcpy(w->in_a, j->in + (size_t)b * j->in_size, (size_t)(e - b) * j->in_size);
     memcpy(&fnv, &j->fn, sizeof fnv);
     pthread_mutex_lock(&p->mu);
-    while ((si = pool__pslot_take(p)) < 0 && p->state != POOL__TERMINATED)
+    while (!p->proc->stop_decided && (si = pool__pslot_take(p)) < 0 && p->state != POOL__TERMINATED)
         pthread_cond_wait(&p->done_cv, &p->mu);
+    if (p->proc->stop_decided) {
+        /* the monitor is stopping the workers (closed and idle a moment ago): a job
+         * published now would never run; run the chunk here as above */
+        if (si >= 0) pool__pslot_release(p, si);
+        pthread_mutex_unlock(&p->mu);
+        if (shmq__load(&p->state, SHMQ__RELAXED) == POOL__TERMINATED) return POOL_ECANCELLED;
+        for (i = b; i < e; i++)
+            w->codes_a[i - b] = j->fn(j->in + (size_t)i * j->in_size,
+                                      j->out_size ? w->out_a + (size_t)(i - b) * j->out_size : NULL, j->ctx);
+        w->slot = -2;
+        return POOL_OK;
+    }
     if (si < 0) {
         pthread_mutex_unlock(&p->mu);
         return POOL_ECANCELLED;
