@@ -520,11 +520,12 @@ typedef struct pool_manager_config {
                              * when the starter process dies); stop it with shutdown */
     int allow_other_users;  /* server: accept peers of other users too (default 0) */
     int connect_timeout_ms; /* client: connect + handshake limit (default 5000) */
-    int spin_us;            /* both sides: poll without sleeping this long for a reply
-                             * (client) or the next request (server) before sleeping,
-                             * adaptively (default 0 = 50; -1: never). See >>manager-spin */
     pool_log_fn log;        /* server: refusals, protocol errors; NULL: silent */
     void *log_ctx;
+    int spin_us;            /* both sides: poll without sleeping this long for a reply
+                             * (client) or the next request (server) before sleeping,
+                             * adaptively (default 0 = 50; -1: never; < -1: POOL_EINVAL;
+                             * never with one usable CPU). See docs/manager.md */
 } pool_manager_config;
 
 /* ---- manager: start, connect, stop ---- */
@@ -1610,9 +1611,10 @@ static void *pool__worker_main(void *arg)
 }
 
 /* >>impl-create */
+/* CPUs we may run on (affinity mask, as taskset and cpusets set it) */
 static int pool__online_cpus(void)
 {
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    long n = shmq__ncpus();
     return n > 0 ? (int)n : 1;
 }
 
@@ -3170,6 +3172,7 @@ static void pool__pslot_release(pool_t *p, int si)
     p->proc->slot_future[si] = NULL;
     p->proc->nbusy--;
     pthread_cond_broadcast(&p->done_cv); /* someone may wait for a slot */
+    if (p->state != POOL__OPEN) pool__proc_poke(p); /* draining: the monitor looks for idle */
 }
 
 /* Publishes queued futures while slots are free. Under pool.mu. */
@@ -3433,7 +3436,10 @@ static void *pool__pmonitor(void *arg)
             pthread_mutex_lock(&p->mu);
             for (si = 0; si < POOL__NSLOTS && !pending; si++)
                 if (pp->slot_future[si] && (shmq__load(&pp->slots[si].done, SHMQ__SEQ_CST) & 1u)) pending = 1;
-            pending |= p->state != POOL__OPEN;
+            /* closed: the drain ends when the last job is collected, which the
+             * collecting thread tells us (pool__pslot_release pokes us); the short
+             * timeout is a backstop, not a spin (it used to be one: 85% of a CPU) */
+            if (p->state != POOL__OPEN && timeout > 5) timeout = 5;
             pthread_mutex_unlock(&p->mu);
             r = pending ? 0 : poll(pfd, (nfds_t)(n + 1), timeout < 1 ? 1 : timeout);
         }
@@ -3620,7 +3626,7 @@ static int pool__proc_run(pool_t *p, int kind, uint64_t fn, void *ctx, void *in,
 {
     struct pool__proc *pp = p->proc;
     pool__pslot *s;
-    int si, cancelled = 0;
+    int si = -1, cancelled = 0;
     uint32_t c;
     int64_t range = end - begin;
     failure->code = 0;
@@ -3628,9 +3634,12 @@ static int pool__proc_run(pool_t *p, int kind, uint64_t fn, void *ctx, void *in,
     failure->signal = 0;
     if ((range + chunk - 1) / chunk > POOL__MAXCH) chunk = (range + POOL__MAXCH - 1) / POOL__MAXCH;
     pthread_mutex_lock(&p->mu);
-    while ((si = pool__pslot_take(p)) < 0 && p->state == POOL__OPEN)
+    /* re-checked under mu (the caller's check was not): once the monitor has
+     * decided to stop the workers, a job published now would never run */
+    while (p->state == POOL__OPEN && (si = pool__pslot_take(p)) < 0)
         pthread_cond_wait(&p->done_cv, &p->mu);
-    if (si < 0) {
+    if (p->state != POOL__OPEN) {
+        if (si >= 0) pool__pslot_release(p, si);
         pthread_mutex_unlock(&p->mu);
         return POOL_ECLOSED;
     }
@@ -3638,7 +3647,7 @@ static int pool__proc_run(pool_t *p, int kind, uint64_t fn, void *ctx, void *in,
     pthread_mutex_unlock(&p->mu);
     shmq__fetch_add(&p->st_submitted, (uint64_t)range, SHMQ__RELAXED);
     if (pr) pool__progress_tick(pr, 0, (uint64_t)range, 1);
-    pool__proc_wait_slot(p, si, pr, (uint64_t)range);
+    if (pool__proc_wait_slot(p, si, pr, (uint64_t)range) != POOL_OK) cancelled = 1;
     s = &pp->slots[si];
     for (c = 0; c < s->nchunks; c++) {
         pool__pchunk *ch = &s->chunks[c];
@@ -4603,14 +4612,17 @@ static int64_t pool__mgr_now_ns(void)
 typedef struct pool__mgr_spin {
     int64_t max_ns; /* 0: never poll */
     int64_t avg_ns; /* atomic relaxed: moving average of whole waits */
+    int32_t lost;   /* atomic relaxed: share of polls that did not catch the answer (0..1024) */
     uint32_t skip;  /* atomic relaxed: waits that did not poll */
 } pool__mgr_spin;
 
 static void pool__mgr_spin_init(pool__mgr_spin *sp, int spin_us)
 {
-    sp->max_ns = spin_us < 0 ? 0 : (int64_t)(spin_us ? spin_us : 50) * 1000;
+    /* polling pays only if the peer can run meanwhile: not with one usable CPU */
+    sp->max_ns = spin_us < 0 || shmq__ncpus() < 2 ? 0 : (int64_t)(spin_us ? spin_us : 50) * 1000;
     if (sp->max_ns > 1000000000) sp->max_ns = 1000000000;
     sp->avg_ns = 0;
+    sp->lost = 0;
     sp->skip = 0;
 }
 
@@ -4618,14 +4630,23 @@ static void pool__mgr_spin_init(pool__mgr_spin *sp, int spin_us)
 static int64_t pool__mgr_spin_budget(pool__mgr_spin *sp)
 {
     if (sp->max_ns == 0) return 0;
-    if (shmq__load(&sp->avg_ns, SHMQ__RELAXED) <= 8 * sp->max_ns) return sp->max_ns;
+    /* polling pays only if the peer answers while we poll: it cannot when it has no
+     * CPU meanwhile (one CPU, or a busy machine), so polls that keep losing stop too */
+    if (shmq__load(&sp->avg_ns, SHMQ__RELAXED) <= 8 * sp->max_ns &&
+        shmq__load(&sp->lost, SHMQ__RELAXED) < 512)
+        return sp->max_ns;
     return (shmq__fetch_add(&sp->skip, 1u, SHMQ__RELAXED) & 15u) == 15u ? sp->max_ns : 0;
 }
 
-static void pool__mgr_spin_note(pool__mgr_spin *sp, int64_t waited)
+/* polled: how long this wait polled (0: it slept at once) */
+static void pool__mgr_spin_note(pool__mgr_spin *sp, int64_t waited, int64_t polled)
 {
     int64_t avg = shmq__load(&sp->avg_ns, SHMQ__RELAXED);
     shmq__store(&sp->avg_ns, avg + (waited - avg) / 8, SHMQ__RELAXED);
+    if (polled > 0) {
+        int32_t l = shmq__load(&sp->lost, SHMQ__RELAXED);
+        shmq__store(&sp->lost, l + ((waited > polled ? 1024 : 0) - l) / 4, SHMQ__RELAXED);
+    }
 }
 
 /* Fills buf with random bytes: /dev/urandom, else a hash of clocks and ids. */
@@ -6450,7 +6471,7 @@ POOL_DEF int pool_mserver_create(pool_mserver_t **out, const pool_manager_config
 {
     pool__mgr_srv *s;
     int rc;
-    if (!out) return POOL_EINVAL;
+    if (!out || (cfg && cfg->spin_us < -1)) return POOL_EINVAL;
     *out = NULL;
     rc = pool__mgr_srv_init(&s, cfg);
     if (rc) return rc;
@@ -6504,7 +6525,7 @@ POOL_DEF int pool_mserver_run(pool_mserver_t *s)
         n = epoll_wait(s->pfd, evs, 64, timeout);
         if (n < 0 && errno != EINTR) return POOL_ESYS;
         if (n > 0) {
-            pool__mgr_spin_note(&s->spin, pool__mgr_now_ns() - idle_since);
+            pool__mgr_spin_note(&s->spin, pool__mgr_now_ns() - idle_since, spin_until - idle_since);
             idle_since = 0;
         } else if (timeout > 0) {
             idle_since = 0; /* slept through a timer: start a fresh wait */
@@ -6544,7 +6565,7 @@ POOL_DEF int pool_mserver_run(pool_mserver_t *s)
             n = poll(s->pfds, (nfds_t)k, timeout);
             if (n < 0 && errno != EINTR) return POOL_ESYS;
             if (n > 0) {
-                pool__mgr_spin_note(&s->spin, pool__mgr_now_ns() - idle_since);
+                pool__mgr_spin_note(&s->spin, pool__mgr_now_ns() - idle_since, spin_until - idle_since);
                 idle_since = 0;
             } else if (timeout > 0) {
                 idle_since = 0;
@@ -6953,16 +6974,17 @@ static int pool__mgr_roundtrip(pool_manager_t *m, pool__mgr_cconn *c, const pool
                                uint16_t nops, pool__mgr_rd *r)
 {
     int rc;
-    int64_t t0;
+    int64_t t0, budget;
     pool__mgr_put32(req->p, (uint32_t)(req->n - 4));
     if (req->n - 4 > m->max_frame) return POOL_ETOOBIG;
     t0 = pool__mgr_now_ns();
     rc = pool__mgr_send_all(c->fd, req->p, req->n);
     if (rc) return rc;
     c->unacked = 0;
-    rc = pool__mgr_recv_frame(c->fd, &c->b, m->max_frame + 1024, -1, pool__mgr_spin_budget(&m->spin));
+    budget = pool__mgr_spin_budget(&m->spin);
+    rc = pool__mgr_recv_frame(c->fd, &c->b, m->max_frame + 1024, -1, budget);
     if (rc) return rc;
-    pool__mgr_spin_note(&m->spin, pool__mgr_now_ns() - t0);
+    pool__mgr_spin_note(&m->spin, pool__mgr_now_ns() - t0, budget);
     if (c->b.n == 12 && c->b.p[4] == POOL__MGR_T_ERROR) {
         rc = (int32_t)pool__mgr_get32(c->b.p + 8);
         return rc < 0 ? rc : POOL_EPROTO;
@@ -7085,7 +7107,7 @@ POOL_DEF int pool_manager_connect(pool_manager_t **out, const char *address, con
     pool_manager_t *m;
     pool__mgr_cconn *c;
     int rc;
-    if (!out) return POOL_EINVAL;
+    if (!out || (cfg && cfg->spin_us < -1)) return POOL_EINVAL;
     rc = pool__mgr_mc_new(&m, address, cfg);
     if (rc) return rc;
     rc = pool__mgr_mc_get(m, &c); /* connect now: errors show here, not at first use */
@@ -7166,7 +7188,7 @@ POOL_DEF int pool_manager_start(pool_manager_t **out, const pool_manager_config 
     int rc, wp[2] = {-1, -1}, detached = cfg && cfg->detached;
     pid_t pid;
     long starter = (long)getpid();
-    if (!out) return POOL_EINVAL;
+    if (!out || (cfg && cfg->spin_us < -1)) return POOL_EINVAL;
     *out = NULL;
     rc = pool_mserver_create(&s, cfg);
     if (rc) return rc;

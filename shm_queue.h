@@ -579,6 +579,26 @@ static int64_t shmq__now_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/* CPUs this process may run on: its affinity mask on Linux (taskset, cpusets,
+ * container limits by cpuset), else the online CPUs. Spinning only pays when
+ * the peer can run meanwhile. */
+SHMQ__MAYBE_UNUSED static long shmq__ncpus(void)
+{
+#if SHMQ__LINUX
+    unsigned long mask[16]; /* 1024 CPUs; more: the syscall fails, sysconf answers */
+    long r = syscall(SYS_sched_getaffinity, 0, sizeof mask, mask), n = 0, i;
+    for (i = 0; r > 0 && i < r / (long)sizeof mask[0]; i++) {
+        unsigned long v = mask[i];
+        while (v) {
+            v &= v - 1;
+            n++;
+        }
+    }
+    if (n > 0) return n;
+#endif
+    return sysconf(_SC_NPROCESSORS_ONLN);
+}
+
 /* timeout in ms -> absolute monotonic deadline in ns; -1 means none */
 static int64_t shmq__deadline(int timeout_ms)
 {
@@ -1394,7 +1414,7 @@ SHMQ_DEF int shmq_queue_attach(shmq_queue_t **out, void *mem)
     q->mask = h->nslots - 1;
     q->stride = h->stride;
     q->max_message = h->max_message;
-    q->spin_max_ns = sysconf(_SC_NPROCESSORS_ONLN) > 1 ? SHMQ_DEFAULT_SPIN_US * 1000u : 0u;
+    q->spin_max_ns = shmq__ncpus() > 1 ? SHMQ_DEFAULT_SPIN_US * 1000u : 0u;
     q->wake_ns = SHMQ__WAKE_GUESS_NS;
     q->spin_cur_ns = q->spin_max_ns < SHMQ__WAKE_GUESS_NS ? q->spin_max_ns : SHMQ__WAKE_GUESS_NS;
     q->seen_rescan = shmq__load(&h->rescan, SHMQ__RELAXED);
@@ -1718,7 +1738,7 @@ static void shmq__sleep_on(shmq_queue_t *q, shmq__spin *sp, shmq__wait *w, uint3
     uint32_t since, slept;
     int rc = shmq__wait_until(w, expected, deadline);
     sp->last = now = shmq__now_ns();
-    if (rc != 0) return;
+    if (rc != 0 || shmq__load(&w->mode, SHMQ__RELAXED) == 3) return; /* poll mode: naps, not wakes */
     since = (uint32_t)now - shmq__load(&w->woke_at, SHMQ__RELAXED);
     slept = (uint32_t)(now - before);
     if (since > slept || since >= SHMQ__WAKE_MAX_NS) return; /* not our wake-up */
@@ -1963,7 +1983,7 @@ SHMQ_DEF int shmq_queue_set_spin(shmq_queue_t *q, int spin_us)
     if (!q || spin_us < -1 || spin_us > 1000000) return SHMQ_EINVAL;
     ns = spin_us < 0 ? SHMQ_DEFAULT_SPIN_US * 1000u : (uint32_t)spin_us * 1000u;
     shmq__store(&q->spin_max_ns, ns, SHMQ__RELAXED);
-    shmq__store(&q->spin_cur_ns, ns, SHMQ__RELAXED);
+    shmq__spin_retune(q); /* the measured cost, capped by the new maximum */
     return 0;
 }
 

@@ -747,8 +747,33 @@ TEST(polling_is_bounded)
     for (i = 0; i < 10; i++) CHECK_EQ(pool_queue_get(q, buf, sizeof buf, &n, 50), POOL_ETIMEDOUT);
     c1 = thread_cpu_ms();
     CHECK(test_now_ms() - t0 >= 450);
-    CHECK(c1 - c0 < 100); /* polling through every wait would be ~500 */
+    CHECK(c1 - c0 < 100); /* a client that kept polling would show ~500 */
+    /* and it has learnt that polling does not pay for these waits: it polls
+     * only every 16th wait now (white-box: the budget of the next waits) */
+    {
+        int polls = 0;
+        for (i = 0; i < 32; i++) polls += pool__mgr_spin_budget(&m->spin) > 0;
+        CHECK(polls <= 2);
+    }
     pool_manager_close(m);
+
+    /* polls that never catch the answer (a peer with no CPU meanwhile: one usable
+     * CPU, or a busy machine) stop too, although the waits are short */
+    {
+        pool__mgr_spin sp;
+        int polls = 0;
+        pool__mgr_spin_init(&sp, 50);
+        sp.max_ns = 50000; /* as on a machine with 2 usable CPUs */
+        CHECK(pool__mgr_spin_budget(&sp) == 50000);
+        for (i = 0; i < 20; i++) pool__mgr_spin_note(&sp, 100000, 50000); /* lost: 100 us > 50 us polled */
+        for (i = 0; i < 32; i++) polls += pool__mgr_spin_budget(&sp) > 0;
+        CHECK(polls <= 2);
+        for (i = 0; i < 20; i++) pool__mgr_spin_note(&sp, 5000, 50000); /* caught while polling */
+        CHECK(pool__mgr_spin_budget(&sp) == 50000);
+    }
+    memset(&cfg, 0, sizeof cfg);
+    cfg.spin_us = -2;
+    CHECK_EQ(pool_manager_start(&m, &cfg), POOL_EINVAL);
 
     /* polling off: the same calls work */
     memset(&cfg, 0, sizeof cfg);
