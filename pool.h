@@ -4607,14 +4607,26 @@ static int64_t pool__mgr_now_ns(void)
  * a few system calls and no wake-up. Adaptive, as shm_queue.h's waiters: each
  * side keeps a moving average of its whole waits (reply latency, or the gap
  * between requests); past 8 x spin_us polling rarely pays (a blocking queue get,
- * an idle server), so it polls only every 16th wait, which keeps measuring. The
+ * an idle server). And it keeps the share of polls that ended without the
+ * answer: past one half, the peer is not getting a CPU while we poll (a busy
+ * machine; with one usable CPU polling is off from the start). In either case
+ * it polls only every 64th wait, which keeps measuring (a share of lost polls
+ * falls below one half after three won polls). Last, polling only pays when a
+ * sleep is dear: every wait that slept (and every 256th wait sleeps at once, as
+ * a probe) averages what the part after polling cost into sleep_ns; under
+ * 10 us the CPUs are awake anyway (a busy machine, where the polls of both
+ * sides took 25% of the throughput in bench_manager) and nobody polls. The
  * cost is bounded: at most spin_us of CPU per wait. */
 typedef struct pool__mgr_spin {
-    int64_t max_ns; /* 0: never poll */
-    int64_t avg_ns; /* atomic relaxed: moving average of whole waits */
-    int32_t lost;   /* atomic relaxed: share of polls that did not catch the answer (0..1024) */
-    uint32_t skip;  /* atomic relaxed: waits that did not poll */
+    int64_t max_ns;   /* 0: never poll */
+    int64_t avg_ns;   /* atomic relaxed: moving average of whole waits */
+    int64_t sleep_ns; /* atomic relaxed: moving average of what a sleep cost (see above) */
+    int32_t lost;     /* atomic relaxed: share of polls that did not catch the answer (0..1024) */
+    uint32_t skip;    /* atomic relaxed: waits that did not poll */
+    uint32_t nwait;   /* atomic relaxed: waits (approximate), for the sleep probes */
 } pool__mgr_spin;
+
+#define POOL__MGR_SLEEP_CHEAP_NS 10000 /* a sleep this cheap: polling cannot pay */
 
 static void pool__mgr_spin_init(pool__mgr_spin *sp, int spin_us)
 {
@@ -4622,20 +4634,29 @@ static void pool__mgr_spin_init(pool__mgr_spin *sp, int spin_us)
     sp->max_ns = spin_us < 0 || shmq__ncpus() < 2 ? 0 : (int64_t)(spin_us ? spin_us : 50) * 1000;
     if (sp->max_ns > 1000000000) sp->max_ns = 1000000000;
     sp->avg_ns = 0;
+    sp->sleep_ns = sp->max_ns; /* until measured */
     sp->lost = 0;
     sp->skip = 0;
+    sp->nwait = 0;
 }
 
 /* How long this wait may poll (ns; 0: sleep at once) */
 static int64_t pool__mgr_spin_budget(pool__mgr_spin *sp)
 {
+    uint32_t n;
+    int64_t sleep;
     if (sp->max_ns == 0) return 0;
+    n = shmq__load(&sp->nwait, SHMQ__RELAXED);
+    shmq__store(&sp->nwait, n + 1, SHMQ__RELAXED);
+    if ((n & 255u) == 255u) return 0; /* a sleep probe: what does sleeping cost now? */
+    sleep = shmq__load(&sp->sleep_ns, SHMQ__RELAXED);
+    if (sleep < POOL__MGR_SLEEP_CHEAP_NS) return 0; /* CPUs are awake (a busy machine) */
     /* polling pays only if the peer answers while we poll: it cannot when it has no
      * CPU meanwhile (one CPU, or a busy machine), so polls that keep losing stop too */
     if (shmq__load(&sp->avg_ns, SHMQ__RELAXED) <= 8 * sp->max_ns &&
         shmq__load(&sp->lost, SHMQ__RELAXED) < 512)
         return sp->max_ns;
-    return (shmq__fetch_add(&sp->skip, 1u, SHMQ__RELAXED) & 15u) == 15u ? sp->max_ns : 0;
+    return (shmq__fetch_add(&sp->skip, 1u, SHMQ__RELAXED) & 63u) == 63u ? sp->max_ns : 0;
 }
 
 /* polled: how long this wait polled (0: it slept at once) */
@@ -4643,6 +4664,10 @@ static void pool__mgr_spin_note(pool__mgr_spin *sp, int64_t waited, int64_t poll
 {
     int64_t avg = shmq__load(&sp->avg_ns, SHMQ__RELAXED);
     shmq__store(&sp->avg_ns, avg + (waited - avg) / 8, SHMQ__RELAXED);
+    if (waited > polled && waited - polled < 1000000) { /* it slept: what did that cost? */
+        int64_t sl = shmq__load(&sp->sleep_ns, SHMQ__RELAXED);
+        shmq__store(&sp->sleep_ns, sl + (waited - polled - sl) / 8, SHMQ__RELAXED);
+    }
     if (polled > 0) {
         int32_t l = shmq__load(&sp->lost, SHMQ__RELAXED);
         shmq__store(&sp->lost, l + ((waited > polled ? 1024 : 0) - l) / 4, SHMQ__RELAXED);

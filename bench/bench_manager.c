@@ -25,6 +25,8 @@
 #include <time.h>
 #include <unistd.h>
 
+static pool_manager_config bench_cfg; /* zero: defaults; --no-poll: spin_us = -1 */
+
 static double now_s(void)
 {
     struct timespec ts;
@@ -117,7 +119,7 @@ static double w7a_two(const char *address, long n)
             pool_dict_t *d;
             double s, g;
             char prefix[16];
-            if (pool_manager_connect(&m, address, NULL) != POOL_OK ||
+            if (pool_manager_connect(&m, address, &bench_cfg) != POOL_OK ||
                 pool_manager_dict(m, "w7a2", &d) != POOL_OK)
                 _exit(1);
             if (read(p[c][0], &go, 1) != 1) _exit(2); /* start together */
@@ -311,11 +313,12 @@ int main(int argc, char **argv)
     for (i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--quick")) quick = 1;
         else if (!strcmp(argv[i], "--no-python")) python = 0;
+        else if (!strcmp(argv[i], "--no-poll")) bench_cfg.spin_us = -1; /* >>manager-spin off */
     }
     n = quick ? 5000 : 100000;
     npy = quick ? 1000 : 20000;
     reps = quick ? 1 : 5;
-    if ((rc = pool_manager_start(&m, NULL)) != POOL_OK) die("manager_start", rc);
+    if ((rc = pool_manager_start(&m, &bench_cfg)) != POOL_OK) die("manager_start", rc);
     if ((rc = pool_manager_dict(m, "w7a", &d)) != POOL_OK) die("dict", rc);
     if ((rc = pool_manager_queue(m, "w7b", 0, &q)) != POOL_OK) die("queue", rc);
     if ((rc = pool_manager_lock(m, "w7b-lock", &l)) != POOL_OK) die("lock", rc);

@@ -749,7 +749,7 @@ TEST(polling_is_bounded)
     CHECK(test_now_ms() - t0 >= 450);
     CHECK(c1 - c0 < 100); /* a client that kept polling would show ~500 */
     /* and it has learnt that polling does not pay for these waits: it polls
-     * only every 16th wait now (white-box: the budget of the next waits) */
+     * only every 64th wait now (white-box: the budget of the next waits) */
     {
         int polls = 0;
         for (i = 0; i < 32; i++) polls += pool__mgr_spin_budget(&m->spin) > 0;
@@ -769,6 +769,14 @@ TEST(polling_is_bounded)
         for (i = 0; i < 32; i++) polls += pool__mgr_spin_budget(&sp) > 0;
         CHECK(polls <= 2);
         for (i = 0; i < 20; i++) pool__mgr_spin_note(&sp, 5000, 50000); /* caught while polling */
+        CHECK(pool__mgr_spin_budget(&sp) == 50000);
+        /* sleeping turned cheap (busy CPUs wake at once): polling cannot pay, none */
+        for (i = 0; i < 30; i++) pool__mgr_spin_note(&sp, 6000, 0);
+        polls = 0;
+        for (i = 0; i < 32; i++) polls += pool__mgr_spin_budget(&sp) > 0;
+        CHECK_EQ(polls, 0);
+        /* and dear again (an idle CPU to wake): polling resumes */
+        for (i = 0; i < 30; i++) pool__mgr_spin_note(&sp, 45000, 0);
         CHECK(pool__mgr_spin_budget(&sp) == 50000);
     }
     memset(&cfg, 0, sizeof cfg);
