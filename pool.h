@@ -292,7 +292,8 @@ typedef struct pool_config {
     pool_progress_fn progress; /* default progress callback for map/imap/parallel_for; NULL: none */
     void *progress_ctx;
     int progress_interval_ms;  /* minimum interval between progress calls (default 100) */
-    int spin_us;               /* how long an idle worker spins before it sleeps (default 50 us; -1: never spin) */
+    int spin_us;               /* how long an idle worker spins before it sleeps (default 50 us,
+                                * none with one usable CPU; -1: never spin) */
     int max_queued;            /* backpressure: while this many items are queued, a submitting
                                   thread runs queued work itself before it adds more
                                   (0: unbounded queue, the default) */
@@ -1691,7 +1692,7 @@ POOL_DEF int pool_create(pool_t **out, const pool_config *cfg)
     if (c.kind == POOL_PROCESSES && c.workers > 4096) return POOL_EINVAL; /* owner ids are 16-bit */
     if (!c.name || !c.name[0]) c.name = "pool";
     if (c.progress_interval_ms == 0) c.progress_interval_ms = 100;
-    if (c.spin_us == 0) c.spin_us = 50;
+    if (c.spin_us == 0) c.spin_us = pool__online_cpus() > 1 ? 50 : -1; /* one CPU: spinning only delays */
     pthread_once(&pool__atfork_once, pool__atfork_register);
 
     p = (pool_t *)POOL_MALLOC(sizeof *p);

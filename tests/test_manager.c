@@ -763,7 +763,7 @@ TEST(polling_is_bounded)
         pool__mgr_spin sp;
         int polls = 0;
         pool__mgr_spin_init(&sp, 50);
-        sp.max_ns = 50000; /* as on a machine with 2 usable CPUs */
+        sp.max_ns = sp.sleep_ns = 50000; /* as on a machine with 2 usable CPUs */
         CHECK(pool__mgr_spin_budget(&sp) == 50000);
         for (i = 0; i < 20; i++) pool__mgr_spin_note(&sp, 100000, 50000); /* lost: 100 us > 50 us polled */
         for (i = 0; i < 32; i++) polls += pool__mgr_spin_budget(&sp) > 0;
