@@ -1485,9 +1485,16 @@ static void pool__job_run_chunk(pool_t *p, pool__job *j, uint64_t chunk, size_t 
         ran = e - b;
         if (code) fail_at = b;
     } else if (j->kind == POOL__JOB_MAP) {
-        for (i = b; i < e; i++) {
-            code = j->fn(j->in + (size_t)i * j->in_size,
-                         j->out ? j->out + (size_t)i * j->out_size : NULL, j->ctx);
+        /* locals, not j->...: the user's call could change anything j points to as far
+         * as the compiler knows, so it would reload every field for every element */
+        pool_fn fn = j->fn;
+        void *ctx = j->ctx;
+        const size_t isz = j->in_size, osz = j->out_size;
+        const unsigned char *ip = j->in + (size_t)b * isz;
+        unsigned char *op = j->out ? j->out + (size_t)b * osz : NULL;
+        for (i = b; i < e; i++, ip += isz) {
+            code = fn(ip, op, ctx);
+            if (op) op += osz;
             ran++;
             /* a claimed chunk runs to its own first failure even when another chunk
              * failed: so the lowest failing index is the one a sequential loop finds */
