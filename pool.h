@@ -3845,27 +3845,33 @@ typedef struct pool__pwin {
     int *codes_a;
 } pool__pwin;
 
+/* Runs elements [b, e) of an iterator's window in the calling thread, once the
+ * workers are gone or going (as a thread pool's imap does after join). */
+static int pool__piter_run_here(pool_iter_t *it, pool__pwin *w, int64_t b, int64_t e)
+{
+    pool__job *j = &it->job;
+    int64_t i;
+    if (shmq__load(&it->pool->state, SHMQ__RELAXED) == POOL__TERMINATED) return POOL_ECANCELLED;
+    for (i = b; i < e; i++)
+        w->codes_a[i - b] = j->fn(j->in + (size_t)i * j->in_size,
+                                  j->out_size ? w->out_a + (size_t)(i - b) * j->out_size : NULL, j->ctx);
+    w->slot = -2;
+    return POOL_OK;
+}
+
 static int pool__piter_publish(pool_iter_t *it, pool__pwin *w, uint64_t c)
 {
     pool_t *p = it->pool;
     pool__job *j = &it->job;
-    int64_t b = (int64_t)c * j->chunk, e = b + j->chunk, i;
+    int64_t b = (int64_t)c * j->chunk, e = b + j->chunk;
     uint64_t fnv;
     int si = -1;
     if (e > j->end) e = j->end;
     w->chunk = c;
     w->len = e - b;
     if (!shmq__load(&p->proc->monitor_started, SHMQ__ACQUIRE) ||
-        shmq__load(&p->proc->hdr->closing, SHMQ__ACQUIRE)) {
-        /* closed and joined: the workers are gone, so the reader runs what is left
-         * (as a thread pool's imap does after join) */
-        if (shmq__load(&p->state, SHMQ__RELAXED) == POOL__TERMINATED) return POOL_ECANCELLED;
-        for (i = b; i < e; i++)
-            w->codes_a[i - b] = j->fn(j->in + (size_t)i * j->in_size,
-                                      j->out_size ? w->out_a + (size_t)(i - b) * j->out_size : NULL, j->ctx);
-        w->slot = -2;
-        return POOL_OK;
-    }
+        shmq__load(&p->proc->hdr->closing, SHMQ__ACQUIRE))
+        return pool__piter_run_here(it, w, b, e); /* closed and joined: the workers are gone */
     memcpy(w->in_a, j->in + (size_t)b * j->in_size, (size_t)(e - b) * j->in_size);
     memcpy(&fnv, &j->fn, sizeof fnv);
     pthread_mutex_lock(&p->mu);
@@ -3873,15 +3879,9 @@ static int pool__piter_publish(pool_iter_t *it, pool__pwin *w, uint64_t c)
         pthread_cond_wait(&p->done_cv, &p->mu);
     if (p->proc->stop_decided) {
         /* the monitor is stopping the workers (closed and idle a moment ago): a job
-         * published now would never run; run the chunk here as above */
-        if (si >= 0) pool__pslot_release(p, si);
+         * published now would never run (si is -1 here: the loop stops at a slot) */
         pthread_mutex_unlock(&p->mu);
-        if (shmq__load(&p->state, SHMQ__RELAXED) == POOL__TERMINATED) return POOL_ECANCELLED;
-        for (i = b; i < e; i++)
-            w->codes_a[i - b] = j->fn(j->in + (size_t)i * j->in_size,
-                                      j->out_size ? w->out_a + (size_t)(i - b) * j->out_size : NULL, j->ctx);
-        w->slot = -2;
-        return POOL_OK;
+        return pool__piter_run_here(it, w, b, e);
     }
     if (si < 0) {
         pthread_mutex_unlock(&p->mu);

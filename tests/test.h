@@ -85,6 +85,14 @@ static void test_on_alarm(int sig)
     _exit(3);
 }
 
+/* CPU time (ms) of a clock: CLOCK_THREAD_CPUTIME_ID or CLOCK_PROCESS_CPUTIME_ID */
+static double test_cpu_ms(clockid_t which)
+{
+    struct timespec ts;
+    clock_gettime(which, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
 static double test_now_ms(void)
 {
     struct timespec ts;
@@ -163,7 +171,7 @@ static int test_run_all(int argc, char **argv)
     int passed = 0, failed = 0, i, j;
     /* the resource counters are used by some test programs only */
     (void)test_count_fds; (void)test_count_threads; (void)test_count_shm; (void)test_count_children;
-    (void)test_list_children;
+    (void)test_list_children; (void)test_cpu_ms;
     signal(SIGALRM, test_on_alarm);
     for (i = 0; i < test_count; i++) {
         int selected = argc <= 1;

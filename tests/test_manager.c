@@ -709,13 +709,6 @@ static double proc_cpu_ms(long pid)
     return (double)(ut + st) * 1000.0 / (double)sysconf(_SC_CLK_TCK);
 }
 
-static double thread_cpu_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
 /* >>manager-spin: both sides poll before they sleep, but boundedly: an idle
  * server and a client blocked in a long get use (almost) no CPU; spin_us = -1
  * turns polling off and everything still works. */
@@ -742,10 +735,10 @@ TEST(polling_is_bounded)
     REQUIRE(c0 >= 0 && c1 >= 0);
     CHECK(c1 - c0 < 50); /* a server that kept polling would show ~500 */
     /* a client blocked in gets of 50 ms each stops polling after a few */
-    c0 = thread_cpu_ms();
+    c0 = test_cpu_ms(CLOCK_THREAD_CPUTIME_ID);
     t0 = test_now_ms();
     for (i = 0; i < 10; i++) CHECK_EQ(pool_queue_get(q, buf, sizeof buf, &n, 50), POOL_ETIMEDOUT);
-    c1 = thread_cpu_ms();
+    c1 = test_cpu_ms(CLOCK_THREAD_CPUTIME_ID);
     CHECK(test_now_ms() - t0 >= 450);
     CHECK(c1 - c0 < 100); /* a client that kept polling would show ~500 */
     /* and it has learnt that polling does not pay for these waits: it polls
