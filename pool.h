@@ -7418,112 +7418,61 @@ static int pool__mgr_key_ok(const void *key, size_t klen)
 
 #define POOL__MGR_BYTES_OK(p, n) ((p) != NULL || (n) == 0)
 
-POOL_DEF int pool_manager_dict(pool_manager_t *m, const char *name, pool_dict_t **out)
+/* The typed constructors below: open (or create) name as kind, hand the handle
+ * out as the caller's type. arg_ok: the kind's argument is valid. */
+static int pool__mgr_open_as(pool_manager_t *m, const char *name, int kind, int64_t arg, int arg_ok,
+                             void **out)
 {
     pool__mgr_handle *h = NULL;
     int rc;
-    if (!out) return POOL_EINVAL;
-    rc = pool__mgr_open(m, name, (uint8_t)(POOL__MGR_K_DICT), 0, &h);
-    *out = (pool_dict_t *)(void *)h;
+    *out = NULL;
+    if (!arg_ok) return POOL_EINVAL;
+    rc = pool__mgr_open(m, name, (uint8_t)kind, arg, &h);
+    *out = h;
     return rc;
 }
+
+/* one constructor: the handle travels through a void * (no type punning) */
+#define POOL__MGR_OPEN_AS(type, kind, arg, arg_ok)                                   \
+    do {                                                                             \
+        void *h_;                                                                    \
+        int rc_;                                                                     \
+        if (!out) return POOL_EINVAL;                                                \
+        rc_ = pool__mgr_open_as(m, name, (kind), (arg), (arg_ok), &h_);              \
+        *out = (type *)h_;                                                           \
+        return rc_;                                                                  \
+    } while (0)
+
+POOL_DEF int pool_manager_dict(pool_manager_t *m, const char *name, pool_dict_t **out)
+{ POOL__MGR_OPEN_AS(pool_dict_t, POOL__MGR_K_DICT, 0, 1); }
 
 POOL_DEF int pool_manager_list(pool_manager_t *m, const char *name, pool_list_t **out)
-{
-    pool__mgr_handle *h = NULL;
-    int rc;
-    if (!out) return POOL_EINVAL;
-    rc = pool__mgr_open(m, name, (uint8_t)(POOL__MGR_K_LIST), 0, &h);
-    *out = (pool_list_t *)(void *)h;
-    return rc;
-}
+{ POOL__MGR_OPEN_AS(pool_list_t, POOL__MGR_K_LIST, 0, 1); }
 
 POOL_DEF int pool_manager_queue(pool_manager_t *m, const char *name, int64_t maxsize, pool_queue_t **out)
-{
-    pool__mgr_handle *h = NULL;
-    int rc;
-    if (!out) return POOL_EINVAL;
-    *out = NULL;
-    if (maxsize < 0) return POOL_EINVAL;
-    rc = pool__mgr_open(m, name, (uint8_t)(POOL__MGR_K_QUEUE), maxsize, &h);
-    *out = (pool_queue_t *)(void *)h;
-    return rc;
-}
+{ POOL__MGR_OPEN_AS(pool_queue_t, POOL__MGR_K_QUEUE, maxsize, maxsize >= 0); }
 
 POOL_DEF int pool_manager_lock(pool_manager_t *m, const char *name, pool_lock_t **out)
-{
-    pool__mgr_handle *h = NULL;
-    int rc;
-    if (!out) return POOL_EINVAL;
-    rc = pool__mgr_open(m, name, (uint8_t)(POOL__MGR_K_LOCK), 0, &h);
-    *out = (pool_lock_t *)(void *)h;
-    return rc;
-}
+{ POOL__MGR_OPEN_AS(pool_lock_t, POOL__MGR_K_LOCK, 0, 1); }
 
 POOL_DEF int pool_manager_rlock(pool_manager_t *m, const char *name, pool_lock_t **out)
-{
-    pool__mgr_handle *h = NULL;
-    int rc;
-    if (!out) return POOL_EINVAL;
-    rc = pool__mgr_open(m, name, (uint8_t)(POOL__MGR_K_RLOCK), 0, &h);
-    *out = (pool_lock_t *)(void *)h;
-    return rc;
-}
+{ POOL__MGR_OPEN_AS(pool_lock_t, POOL__MGR_K_RLOCK, 0, 1); }
 
 POOL_DEF int pool_manager_semaphore(pool_manager_t *m, const char *name, int64_t initial, int bounded,
                                     pool_sem_t **out)
-{
-    pool__mgr_handle *h = NULL;
-    int rc;
-    if (!out) return POOL_EINVAL;
-    *out = NULL;
-    if (initial < 0) return POOL_EINVAL;
-    rc = pool__mgr_open(m, name, (uint8_t)(bounded ? POOL__MGR_K_BSEM : POOL__MGR_K_SEM), initial, &h);
-    *out = (pool_sem_t *)(void *)h;
-    return rc;
-}
+{ POOL__MGR_OPEN_AS(pool_sem_t, bounded ? POOL__MGR_K_BSEM : POOL__MGR_K_SEM, initial, initial >= 0); }
 
 POOL_DEF int pool_manager_event(pool_manager_t *m, const char *name, pool_event_t **out)
-{
-    pool__mgr_handle *h = NULL;
-    int rc;
-    if (!out) return POOL_EINVAL;
-    rc = pool__mgr_open(m, name, (uint8_t)(POOL__MGR_K_EVENT), 0, &h);
-    *out = (pool_event_t *)(void *)h;
-    return rc;
-}
+{ POOL__MGR_OPEN_AS(pool_event_t, POOL__MGR_K_EVENT, 0, 1); }
 
 POOL_DEF int pool_manager_condition(pool_manager_t *m, const char *name, pool_cond_t **out)
-{
-    pool__mgr_handle *h = NULL;
-    int rc;
-    if (!out) return POOL_EINVAL;
-    rc = pool__mgr_open(m, name, (uint8_t)(POOL__MGR_K_COND), 0, &h);
-    *out = (pool_cond_t *)(void *)h;
-    return rc;
-}
+{ POOL__MGR_OPEN_AS(pool_cond_t, POOL__MGR_K_COND, 0, 1); }
 
 POOL_DEF int pool_manager_barrier(pool_manager_t *m, const char *name, int64_t parties, pool_barrier_t **out)
-{
-    pool__mgr_handle *h = NULL;
-    int rc;
-    if (!out) return POOL_EINVAL;
-    *out = NULL;
-    if (parties < 1) return POOL_EINVAL;
-    rc = pool__mgr_open(m, name, (uint8_t)(POOL__MGR_K_BARRIER), parties, &h);
-    *out = (pool_barrier_t *)(void *)h;
-    return rc;
-}
+{ POOL__MGR_OPEN_AS(pool_barrier_t, POOL__MGR_K_BARRIER, parties, parties >= 1); }
 
 POOL_DEF int pool_manager_value(pool_manager_t *m, const char *name, pool_value_t **out)
-{
-    pool__mgr_handle *h = NULL;
-    int rc;
-    if (!out) return POOL_EINVAL;
-    rc = pool__mgr_open(m, name, (uint8_t)(POOL__MGR_K_VALUE), 0, &h);
-    *out = (pool_value_t *)(void *)h;
-    return rc;
-}
+{ POOL__MGR_OPEN_AS(pool_value_t, POOL__MGR_K_VALUE, 0, 1); }
 
 
 /* ---- dict ---- */
