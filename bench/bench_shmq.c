@@ -138,10 +138,10 @@ static void shmq_teardown(transport *t)
     shmq_queue_close(s->q[1]);
 }
 
-/* ---- pipe ---- */
+/* ---- pipe and Unix stream socket: channel ch is written at w[ch], read at r[ch] ---- */
 typedef struct {
-    int fd[2][2];
-} pipe_state;
+    int w[2], r[2];
+} fd_state;
 static int read_full(int fd, void *m, size_t n)
 {
     size_t got = 0;
@@ -157,47 +157,38 @@ static int read_full(int fd, void *m, size_t n)
 }
 static void pipe_setup(transport *t)
 {
-    static pipe_state s;
-    if (pipe(s.fd[0]) || pipe(s.fd[1])) exit(1);
+    static fd_state s;
+    int ch, fd[2];
+    for (ch = 0; ch < 2; ch++) {
+        if (pipe(fd)) exit(1);
+        s.r[ch] = fd[0];
+        s.w[ch] = fd[1];
+    }
     t->state = &s;
 }
-static void pipe_send(transport *t, int ch, const void *m)
-{
-    if (write(((pipe_state *)t->state)->fd[ch][1], m, MSG) != MSG) exit(2);
-}
-static void pipe_recv(transport *t, int ch, void *m)
-{
-    if (read_full(((pipe_state *)t->state)->fd[ch][0], m, MSG)) exit(2);
-}
-static void pipe_teardown(transport *t)
-{
-    pipe_state *s = (pipe_state *)t->state;
-    close(s->fd[0][0]); close(s->fd[0][1]); close(s->fd[1][0]); close(s->fd[1][1]);
-}
-
-/* ---- unix stream socket: channel 0 goes a->b, channel 1 b->a on one pair ---- */
-typedef struct {
-    int sv[2][2];
-} sock_state;
 static void sock_setup(transport *t)
 {
-    static sock_state s;
-    if (socketpair(AF_UNIX, SOCK_STREAM, 0, s.sv[0]) || socketpair(AF_UNIX, SOCK_STREAM, 0, s.sv[1]))
-        exit(1);
+    static fd_state s;
+    int ch, sv[2];
+    for (ch = 0; ch < 2; ch++) {
+        if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv)) exit(1);
+        s.w[ch] = sv[0];
+        s.r[ch] = sv[1];
+    }
     t->state = &s;
 }
-static void sock_send(transport *t, int ch, const void *m)
+static void fd_send(transport *t, int ch, const void *m)
 {
-    if (write(((sock_state *)t->state)->sv[ch][0], m, MSG) != MSG) exit(2);
+    if (write(((fd_state *)t->state)->w[ch], m, MSG) != MSG) exit(2);
 }
-static void sock_recv(transport *t, int ch, void *m)
+static void fd_recv(transport *t, int ch, void *m)
 {
-    if (read_full(((sock_state *)t->state)->sv[ch][1], m, MSG)) exit(2);
+    if (read_full(((fd_state *)t->state)->r[ch], m, MSG)) exit(2);
 }
-static void sock_teardown(transport *t)
+static void fd_teardown(transport *t)
 {
-    sock_state *s = (sock_state *)t->state;
-    close(s->sv[0][0]); close(s->sv[0][1]); close(s->sv[1][0]); close(s->sv[1][1]);
+    fd_state *s = (fd_state *)t->state;
+    close(s->w[0]); close(s->r[0]); close(s->w[1]); close(s->r[1]);
 }
 
 /* ---- POSIX message queue ---- */
@@ -451,8 +442,8 @@ int main(int argc, char **argv)
     double t11_shmq = 0, t11_pipe = 0, t11_sock = 0, t11_mq = 0, t11_cv = 0, t22_shmq = 0,
            t22_pipe = 0, t22_mq = 0, t22_cv = 0;
     transport tq = {"shmq", 1, shmq_setup, shmq_send, shmq_recv, shmq_teardown, NULL, -1};
-    transport tp = {"pipe", 1, pipe_setup, pipe_send, pipe_recv, pipe_teardown, NULL, 0};
-    transport ts = {"unix stream", 0, sock_setup, sock_send, sock_recv, sock_teardown, NULL, 0};
+    transport tp = {"pipe", 1, pipe_setup, fd_send, fd_recv, fd_teardown, NULL, 0};
+    transport ts = {"unix stream", 0, sock_setup, fd_send, fd_recv, fd_teardown, NULL, 0};
     transport tm = {"mqueue", 1, mq_setup, mq_send_, mq_recv_, mq_teardown, NULL, 0};
     transport tc = {"mutex+condvar ring", 1, cv_setup, cv_send, cv_recv, nop_teardown, NULL, 0};
     for (i = 1; i < argc; i++) {
