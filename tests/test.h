@@ -85,6 +85,14 @@ static void test_on_alarm(int sig)
     _exit(3);
 }
 
+static void test_sleep_ms(int ms)
+{
+    struct timespec ts;
+    ts.tv_sec = ms / 1000;
+    ts.tv_nsec = (long)(ms % 1000) * 1000000L;
+    nanosleep(&ts, NULL);
+}
+
 /* CPU time (ms) of a clock: CLOCK_THREAD_CPUTIME_ID or CLOCK_PROCESS_CPUTIME_ID */
 static double test_cpu_ms(clockid_t which)
 {
@@ -171,7 +179,7 @@ static int test_run_all(int argc, char **argv)
     int passed = 0, failed = 0, i, j;
     /* the resource counters are used by some test programs only */
     (void)test_count_fds; (void)test_count_threads; (void)test_count_shm; (void)test_count_children;
-    (void)test_list_children; (void)test_cpu_ms;
+    (void)test_list_children; (void)test_cpu_ms; (void)test_sleep_ms;
     signal(SIGALRM, test_on_alarm);
     for (i = 0; i < test_count; i++) {
         int selected = argc <= 1;

@@ -7,14 +7,6 @@
 #include <pthread.h>
 #include <sys/wait.h>
 
-static void sleep_ms(int ms)
-{
-    struct timespec ts;
-    ts.tv_sec = ms / 1000;
-    ts.tv_nsec = (long)(ms % 1000) * 1000000L;
-    nanosleep(&ts, NULL);
-}
-
 static int square(const void *in, void *out, void *ctx)
 {
     (void)ctx;
@@ -212,7 +204,7 @@ static void *kill_workers(void *arg)
     killer *k = (killer *)arg;
     while (!__atomic_load_n(&k->stop, __ATOMIC_ACQUIRE) && k->kills < 40) {
         int pids[64], n = test_list_children(pids, 64);
-        sleep_ms(5 + (int)(rand_r(&k->seed) % 20));
+        test_sleep_ms(5 + (int)(rand_r(&k->seed) % 20));
         if (n > 0 && kill(pids[rand_r(&k->seed) % (unsigned)(n < 64 ? n : 64)], SIGKILL) == 0) k->kills++;
     }
     return NULL;
@@ -302,7 +294,7 @@ TEST(imap_on_processes)
 static int sleeper(const void *in, void *out, void *ctx)
 {
     (void)ctx;
-    sleep_ms((int)*(const long *)in);
+    test_sleep_ms((int)*(const long *)in);
     *(long *)out = *(const long *)in;
     return 0;
 }
@@ -319,7 +311,7 @@ TEST(futures_timeouts_wait_any_cancel)
     REQUIRE(pool_apply_async(p, sleeper, &b, sizeof b, sizeof r, NULL, &fs[2]) == POOL_OK);
     CHECK_EQ(pool_future_get(fs[0], &r, 0), POOL_ETIMEDOUT);
     CHECK_EQ(pool_future_get(fs[0], &r, 50), POOL_ETIMEDOUT);
-    sleep_ms(50);
+    test_sleep_ms(50);
     CHECK_EQ(pool_future_cancel(fs[2]), POOL_OK); /* one worker, busy: fs[2] has not started */
     CHECK_EQ(pool_future_get(fs[2], &r, -1), POOL_ECANCELLED);
     CHECK_EQ(pool_wait_any(fs, 2, -1, &which), POOL_OK);
@@ -466,7 +458,7 @@ TEST(nothing_left_after_destroy)
 static int long_task(const void *in, void *out, void *ctx)
 {
     (void)in; (void)ctx;
-    sleep_ms(20);
+    test_sleep_ms(20);
     *(long *)out = 1;
     return 0;
 }
@@ -528,7 +520,7 @@ static int group_gone_within(pid_t pgid, int ms)
     double end = test_now_ms() + ms;
     while (test_now_ms() < end) {
         if (group_alive(pgid) == 0) return 1;
-        sleep_ms(10);
+        test_sleep_ms(10);
     }
     return 0;
 }
@@ -541,7 +533,7 @@ TEST(ctrl_c_and_parent_death)
         pid_t pid = run_victim(round == 1);
         int status = 0, n;
         double t0;
-        sleep_ms(300); /* the map is running */
+        test_sleep_ms(300); /* the map is running */
         t0 = test_now_ms();
         if (round < 2) kill(-pid, SIGINT); /* Ctrl-C: the whole foreground group */
         else kill(pid, SIGKILL);           /* the parent dies */
@@ -655,7 +647,7 @@ static void *terminate_thread(void *arg)
 static int sleep_300ms(const void *in, void *out, void *ctx)
 {
     (void)in; (void)out; (void)ctx;
-    sleep_ms(300);
+    test_sleep_ms(300);
     return 0;
 }
 TEST(closed_pool_drains_without_spinning)
@@ -670,7 +662,7 @@ TEST(closed_pool_drains_without_spinning)
     c.workers = 1;
     REQUIRE(pool_create(&p, &c) == POOL_OK);
     REQUIRE(pool_apply_async(p, sleep_300ms, &x, sizeof x, 0, NULL, &f) == POOL_OK);
-    sleep_ms(20);
+    test_sleep_ms(20);
     c0 = test_cpu_ms(CLOCK_PROCESS_CPUTIME_ID);
     t0 = test_now_ms();
     CHECK_EQ(pool_close(p), POOL_OK);
@@ -766,7 +758,7 @@ TEST(iterator_outlives_close)
         o.chunksize = 1;
         o.max_inflight = 1 + (size_t)(round % 3);
         REQUIRE(pool_imap(p, square, in, sizeof *in, sizeof v, 64, &o, &it) == POOL_OK);
-        if (round & 1) sleep_ms(1); /* vary where close falls */
+        if (round & 1) test_sleep_ms(1); /* vary where close falls */
         pool_close(p);
         while ((rc = pool_iter_next(it, &v, NULL, 5000)) == POOL_OK) {
             double t0 = test_now_ms();

@@ -13,14 +13,6 @@ static int square(const void *in, void *out, void *ctx)
     return 0;
 }
 
-static void sleep_ms(int ms)
-{
-    struct timespec ts;
-    ts.tv_sec = ms / 1000;
-    ts.tv_nsec = (long)(ms % 1000) * 1000000L;
-    nanosleep(&ts, NULL);
-}
-
 static long *iota(size_t n)
 {
     long *a = (long *)malloc(n * sizeof *a);
@@ -186,7 +178,7 @@ static int slow_first(const void *in, void *out, void *ctx)
 {
     long v = *(const long *)in;
     (void)ctx;
-    if (v == 0) sleep_ms(200);
+    if (v == 0) test_sleep_ms(200);
     *(long *)out = v;
     return v == 13 ? 99 : 0;
 }
@@ -231,12 +223,12 @@ static int gate_wait(const void *in, void *out, void *ctx)
     int *gate = (int *)ctx;
     (void)in; (void)out;
     __atomic_store_n(&gate[1], 1, __ATOMIC_RELEASE);
-    while (!__atomic_load_n(&gate[0], __ATOMIC_ACQUIRE)) sleep_ms(1);
+    while (!__atomic_load_n(&gate[0], __ATOMIC_ACQUIRE)) test_sleep_ms(1);
     return 0;
 }
 static void wait_started(int *gate)
 {
-    while (!__atomic_load_n(&gate[1], __ATOMIC_ACQUIRE)) sleep_ms(1);
+    while (!__atomic_load_n(&gate[1], __ATOMIC_ACQUIRE)) test_sleep_ms(1);
 }
 
 TEST(imap_free_early_cancels_the_rest)
@@ -297,7 +289,7 @@ TEST(imap_timeout_poll)
 static int sleepy_square(const void *in, void *out, void *ctx)
 {
     (void)ctx;
-    sleep_ms((int)*(const long *)in);
+    test_sleep_ms((int)*(const long *)in);
     *(long *)out = *(const long *)in * *(const long *)in;
     return 0;
 }
@@ -309,7 +301,7 @@ TEST(apply_async_get_timeout_poll)
     long arg = 300, res = 0;
     REQUIRE(pool_create(&p, NULL) == POOL_OK);
     REQUIRE(pool_apply_async(p, sleepy_square, &arg, sizeof arg, sizeof res, NULL, &f) == POOL_OK);
-    sleep_ms(20);
+    test_sleep_ms(20);
     CHECK_EQ(pool_future_get(f, &res, 0), POOL_ETIMEDOUT);
     CHECK(!pool_future_ready(f));
     CHECK_EQ(pool_future_get(f, &res, 50), POOL_ETIMEDOUT);
@@ -415,8 +407,8 @@ TEST(future_callback)
     CHECK_EQ(pool_future_on_done(f, NULL, &ci), POOL_EINVAL);
     __atomic_store_n(&gate[0], 1, __ATOMIC_RELEASE);
     CHECK_EQ(pool_future_wait(f, -1), POOL_OK);
-    while (__atomic_load_n(&ci.calls, __ATOMIC_SEQ_CST) == 0) sleep_ms(1);
-    sleep_ms(10);
+    while (__atomic_load_n(&ci.calls, __ATOMIC_SEQ_CST) == 0) test_sleep_ms(1);
+    test_sleep_ms(10);
     CHECK_EQ(ci.calls, 1);
     CHECK(ci.seen == f);
     CHECK(!pthread_equal(ci.thread, pthread_self())); /* ran on the worker */
@@ -435,7 +427,7 @@ TEST(future_callback)
 static void slow_callback(pool_future_t *f, void *user)
 {
     (void)f; (void)user;
-    sleep_ms(1500);
+    test_sleep_ms(1500);
 }
 
 TEST(slow_callback_does_not_wedge_waiters)
@@ -690,7 +682,7 @@ static void log_progress(uint64_t done, uint64_t total, void *user)
 static int slow_identity(const void *in, void *out, void *ctx)
 {
     (void)ctx;
-    if (*(const long *)in % 50 == 0) sleep_ms(2);
+    if (*(const long *)in % 50 == 0) test_sleep_ms(2);
     *(long *)out = *(const long *)in;
     return 0;
 }
@@ -747,7 +739,7 @@ static void fini_worker(int w, void *ctx)
 static int report_index(const void *in, void *out, void *ctx)
 {
     (void)in; (void)ctx;
-    sleep_ms(1);
+    test_sleep_ms(1);
     *(int *)out = pool_worker_index();
     return 0;
 }
@@ -812,9 +804,9 @@ TEST(idle_workers_use_no_cpu)
     c.workers = 4;
     REQUIRE(pool_create(&p, &c) == POOL_OK);
     CHECK_EQ(pool_map(p, square, in, sizeof *in, out, sizeof *out, 1000, NULL), POOL_OK);
-    sleep_ms(50); /* past the spin */
+    test_sleep_ms(50); /* past the spin */
     clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &a);
-    sleep_ms(400);
+    test_sleep_ms(400);
     clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &b);
     used_ms = (double)(b.tv_sec - a.tv_sec) * 1e3 + (double)(b.tv_nsec - a.tv_nsec) / 1e6;
     CHECK(used_ms < 40); /* 4 spinning threads would burn ~1600 ms */
@@ -953,7 +945,7 @@ TEST(callback_races_completion_exactly_once)
         long x = i, r;
         int calls = 0;
         REQUIRE(pool_apply_async(p, square, &x, sizeof x, sizeof r, NULL, &f) == POOL_OK);
-        if (i % 3) sleep_ms(0);
+        if (i % 3) test_sleep_ms(0);
         CHECK_EQ(pool_future_on_done(f, count_cb, &calls), POOL_OK);
         pool_future_wait(f, -1);
         while (__atomic_load_n(&calls, __ATOMIC_SEQ_CST) == 0) {}

@@ -49,14 +49,6 @@ static pool_t *make_pool(int workers)
     return p;
 }
 
-static void sleep_ms(int ms)
-{
-    struct timespec ts;
-    ts.tv_sec = ms / 1000;
-    ts.tv_nsec = (long)(ms % 1000) * 1000000L;
-    nanosleep(&ts, NULL);
-}
-
 static int parse_int(const tf_value *in, size_t nin, tf_out *out, void *ctx)
 {
     char text[32];
@@ -120,7 +112,7 @@ typedef struct flags { int started, failed; } flags;
 static void wait_flag(int *f)
 {
     int i;
-    for (i = 0; i < 20000 && !__atomic_load_n(f, __ATOMIC_ACQUIRE); i++) sleep_ms(1);
+    for (i = 0; i < 20000 && !__atomic_load_n(f, __ATOMIC_ACQUIRE); i++) test_sleep_ms(1);
 }
 
 /* says it started (ctx: flags or NULL), then blocks until the run is stopping */
@@ -129,7 +121,7 @@ static int wait_for_stop(const tf_value *in, size_t nin, tf_out *out, void *ctx)
     int i;
     (void)in; (void)nin;
     if (ctx) __atomic_store_n(&((flags *)ctx)->started, 1, __ATOMIC_RELEASE);
-    for (i = 0; i < 20000 && !tf_out_cancelled(out); i++) sleep_ms(1);
+    for (i = 0; i < 20000 && !tf_out_cancelled(out); i++) test_sleep_ms(1);
     return 0;
 }
 
@@ -140,7 +132,7 @@ static int wait_for_failure(const tf_value *in, size_t nin, tf_out *out, void *c
     (void)in; (void)nin; (void)out;
     __atomic_store_n(&f->started, 1, __ATOMIC_RELEASE);
     wait_flag(&f->failed);
-    sleep_ms(5);
+    test_sleep_ms(5);
     return 0;
 }
 
@@ -671,7 +663,7 @@ static void *cancel_later(void *arg)
 {
     canceller *c = (canceller *)arg;
     wait_flag(&c->f->started);
-    sleep_ms(c->delay_ms);
+    test_sleep_ms(c->delay_ms);
     tf_run_cancel(c->run);
     return NULL;
 }
@@ -1010,7 +1002,7 @@ TEST(closed_pool_refuses_and_the_run_ends)
 static int sleepy(const tf_value *in, size_t nin, tf_out *out, void *ctx)
 {
     (void)in; (void)nin;
-    sleep_ms((int)(intptr_t)ctx);
+    test_sleep_ms((int)(intptr_t)ctx);
     return tf_out_set(out, "x", 1);
 }
 

@@ -18,14 +18,6 @@ static pool_t *make_pool(int workers)
     return p;
 }
 
-static void sleep_ms(int ms)
-{
-    struct timespec ts;
-    ts.tv_sec = ms / 1000;
-    ts.tv_nsec = (long)(ms % 1000) * 1000000L;
-    nanosleep(&ts, NULL);
-}
-
 static int parse_int(const tf_value *in, size_t nin, tf_out *out, void *ctx)
 {
     char text[32];
@@ -97,7 +89,7 @@ static int wait_for_stop(const tf_value *in, size_t nin, tf_out *out, void *ctx)
     int i;
     (void)in; (void)nin;
     __atomic_store_n((int *)ctx, 1, __ATOMIC_SEQ_CST);
-    for (i = 0; i < 20000 && !tf_out_cancelled(out); i++) sleep_ms(1);
+    for (i = 0; i < 20000 && !tf_out_cancelled(out); i++) test_sleep_ms(1);
     return 0;
 }
 
@@ -290,7 +282,7 @@ TEST(cancel_reaches_worker_processes)
     t = tf_task(g, "block", wait_for_stop, &flags[0], 0);
     tf_task(g, "next", count_run, &flags[1], 0, t);
     CHECK_EQ(tf_run_start(g, p, NULL, NULL, &run), TF_OK);
-    for (i = 0; i < 20000 && !__atomic_load_n(&flags[0], __ATOMIC_SEQ_CST); i++) sleep_ms(1);
+    for (i = 0; i < 20000 && !__atomic_load_n(&flags[0], __ATOMIC_SEQ_CST); i++) test_sleep_ms(1);
     CHECK_EQ(tf_run_cancel(run), TF_OK);
     CHECK_EQ(tf_run_wait(run, -1), TF_ECANCELLED);
     CHECK_EQ(state_of(run, "block"), TF_DONE);
