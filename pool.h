@@ -835,21 +835,40 @@ POOL_DEF int pool_batch_run(pool_batch_t *b);
  * >>design
  * THE THREAD POOL
  *
- * One run queue per pool: a doubly linked FIFO of items under `mu`. An item is
- * either a future (one apply_async call) or a job (one map, imap or parallel_for
- * call, cut into chunks). A job stays in the queue while it has chunks to claim:
- * each claim takes `mu` once and hands out the next chunk, so chunks are claimed
- * in increasing order; a job leaves the queue when its last chunk is claimed, when
- * it stops after a failure, or (imap) while all its result slots are full.
+ * Two queues per pool. Futures (apply_async) go to a lock-free FIFO: an intrusive
+ * multi-producer list (D. Vyukov's): a push is one exchange on `fq_tail` plus a
+ * store, so a submitter never waits for a lock, not even one whose holder was
+ * preempted (with more threads than cores that is what made a shared lock slow).
+ * Takers (workers, waiting callers) pop under `fq_lock`, a flag that only takers
+ * touch and only try: a taker that finds it held does something else. The list
+ * is empty exactly when both `fq_tail` and `fq_head` are the stub node (a pop
+ * that meets a half-done push can leave the stub at the tail behind a real
+ * head, so the tail alone is not enough); between a producer's exchange
+ * and its link store the list is non-empty but cannot be popped yet, so a taker
+ * that sees that spins instead of sleeping.
  *
- * LOCK ORDER: pool.mu, then nothing (user code never runs under a pool lock).
+ * Jobs (one map, imap or parallel_for call, cut into chunks) go to a doubly linked
+ * list under `mu`. A job stays in it while it has chunks to claim: each claim
+ * takes `mu` once and hands out the next chunk, so chunks are claimed in
+ * increasing order; a job leaves the list when its last chunk is claimed, when it
+ * stops after a failure, or (imap) while all its result slots are full. Workers
+ * look at jobs first: a map's caller waits for it, futures are asynchronous.
+ *
+ * LOCK ORDER: pool.mu, then nothing (user code never runs under a pool lock);
+ * fq_lock and free_lock are only ever tried, never waited for.
  * The future free list is a Treiber stack: pushes (pool_future_free, from any
- * thread) are a CAS, pops happen only under mu, so no two pops race and the ABA
- * problem cannot arise.
+ * thread) are a CAS, pops happen only under free_lock (tried; when it is held the
+ * submitter allocates), so no two pops race and the ABA problem cannot arise.
  *
- * Wake-ups: a submitter signals work_cv only if a worker sleeps (`sleepers`, under
- * mu); an idle worker first spins for cfg.spin_us watching `qlen`, so bursts of
- * work never pay for a futex wake. A future is completed without mu: the runner
+ * Wake-ups: a submitter signals work_cv only if a worker sleeps and none spins
+ * (`sleepers`, `spinners`, seq_cst against the push, as the waiters below); an
+ * idle worker first spins for cfg.spin_us watching both queues, so bursts of
+ * work never pay for a futex wake, and a worker that takes a future while more
+ * are queued wakes the next sleeper itself. Submission closes the race with
+ * pool_close / pool_terminate the same way: a submitter pushes, then looks at the
+ * state (seq_cst); if the pool stopped meanwhile it claims its future back and
+ * reports POOL_ECLOSED, else a worker (which looks at the state before the queue)
+ * is bound to see the push. A future is completed without mu: the runner
  * publishes state DONE (seq_cst) and then looks at `done_waiters` (seq_cst); a
  * waiter raises done_waiters before its last look at the state, under mu, so one of
  * the two sees the other (no lost wake-up), and the runner broadcasts done_cv under
@@ -859,8 +878,11 @@ POOL_DEF int pool_batch_run(pool_batch_t *b);
  * pool_future_free) and one for the run queue (dropped by whoever takes it out of
  * the queue). Running, claiming by a waiter and cancelling are one CAS on the
  * state (QUEUED -> RUNNING): a waiter that runs its own future, or a cancel, leaves
- * the entry in the queue, and the worker that takes it finds it claimed and drops it. They are recycled through a free list, so apply_async does not allocate in
- * the steady state, and a submission takes mu once. A future outlives its pool:
+ * the entry in the queue, and whoever takes it finds it claimed and drops it (a
+ * waiter that ran its own future also drops such entries from the head of the
+ * queue, so they do not pile up while every worker is busy). Futures are recycled
+ * through a free list, so apply_async does not allocate in the steady state and
+ * takes no lock. A future outlives its pool:
  * pool_destroy leaves the pool's core to the last pool_future_free (`live` counts
  * futures handed out; its top bit says the pool was destroyed; whoever brings it
  * to "destroyed and zero" frees the core).
@@ -890,9 +912,10 @@ enum { POOL__SLOT_FREE = 0, POOL__SLOT_RUNNING = 1, POOL__SLOT_DONE = 2 };
 #define POOL__ALIGN 16
 
 typedef struct pool__item {
-    struct pool__item *next, *prev; /* run queue links, under pool.mu */
+    struct pool__item *next, *prev; /* job list links under pool.mu; a future's `next`
+                                     * is its (atomic) link in the future queue */
     int type;                       /* POOL__ITEM_*; fixed */
-    int queued;                     /* under pool.mu: linked in the run queue */
+    int queued;                     /* a job, under pool.mu: linked in the job list */
 } pool__item;
 
 struct pool_future_s {
@@ -970,21 +993,42 @@ struct pool_s {
     pthread_cond_t work_cv;   /* workers: wait for work */
     pthread_cond_t done_cv;   /* waiters: wait for completions */
     /* under mu: */
-    pool__item *head, *tail;
-    int sleepers;
+    pool__item *head, *tail;  /* the job list */
     int state;                /* POOL__OPEN / CLOSED / TERMINATED; atomic reads */
     int joined;               /* 0, 1 being joined, 2 joined */
     int init_done, init_failed, go;
-    /* atomic: */
-    uint64_t qlen;            /* items in the run queue (written under mu) */
-    uint32_t done_waiters;    /* threads waiting on done_cv for a future */
-    uint64_t st_submitted, st_completed, st_failed, st_cancelled;
-    /* the future free list: */
-    pool_future_t *free_top;  /* atomic; popped only under mu */
-    uint32_t nfree;           /* atomic, approximate: bounds the list */
-    uint64_t live;            /* atomic: futures handed out | POOL__RELEASED */
     pool__worker *workers;
     struct pool__proc *proc;  /* the process pool's parts, NULL for threads; fixed */
+    /* Atomic from here on, grouped by who writes them so that a submitter and the
+     * workers do not fight over cache lines they do not share in fact. */
+    /* written rarely, read often: */
+    char pad0[SHMQ__CACHELINE];
+    uint64_t jlen;            /* jobs in the job list (written under mu) */
+    uint32_t sleepers;        /* workers asleep on work_cv (changed under mu) */
+    uint32_t done_waiters;    /* threads waiting on done_cv for a future */
+    /* written by idle workers: */
+    char pad1[SHMQ__CACHELINE];
+    uint32_t spinners;        /* workers spinning for work */
+    /* the submitters' side of the future queue (see the design note): */
+    char pad2[SHMQ__CACHELINE];
+    pool__item *fq_tail;      /* the last item pushed, or &fq_stub */
+    uint64_t fq_pushed;       /* futures pushed */
+    uint64_t st_submitted;
+    uint32_t free_lock;       /* flag, only tried: held to allocate from free_mine */
+    pool_future_t *free_mine; /* under free_lock: recycled futures taken for allocation */
+    /* the takers' side: */
+    char pad3[SHMQ__CACHELINE];
+    uint32_t fq_lock;         /* flag, only tried */
+    pool__item *fq_head;      /* written under fq_lock */
+    uint64_t fq_popped;       /* written under fq_lock */
+    pool__item fq_stub;
+    /* where finished futures go: */
+    char pad4[SHMQ__CACHELINE];
+    pool_future_t *free_top;  /* the shared free list (Treiber stack, pushes only) */
+    uint32_t nfree;           /* approximate: bounds the list */
+    uint64_t live;            /* futures in existence, recycled ones too | POOL__RELEASED */
+    uint64_t st_completed, st_failed, st_cancelled;
+    char pad5[SHMQ__CACHELINE];
 };
 
 /* >>impl-process
@@ -1233,7 +1277,7 @@ static void pool__cond_wait(pthread_cond_t *cv, pthread_mutex_t *mu, const struc
     else pthread_cond_wait(cv, mu);
 }
 
-/* >>impl-queue: run queue helpers, all under pool.mu */
+/* >>impl-queue: the job list, under pool.mu */
 static void pool__enqueue(pool_t *p, pool__item *it)
 {
     it->next = NULL;
@@ -1242,7 +1286,7 @@ static void pool__enqueue(pool_t *p, pool__item *it)
     else p->head = it;
     p->tail = it;
     it->queued = 1;
-    shmq__store(&p->qlen, p->qlen + 1, SHMQ__RELAXED);
+    shmq__store(&p->jlen, p->jlen + 1, SHMQ__RELAXED);
 }
 
 static void pool__unlink(pool_t *p, pool__item *it)
@@ -1253,14 +1297,88 @@ static void pool__unlink(pool_t *p, pool__item *it)
     else p->tail = it->prev;
     it->next = it->prev = NULL;
     it->queued = 0;
-    shmq__store(&p->qlen, p->qlen - 1, SHMQ__RELAXED);
+    shmq__store(&p->jlen, p->jlen - 1, SHMQ__RELAXED);
 }
 
+/* Under mu. */
 static void pool__wake_workers(pool_t *p, uint64_t n)
 {
-    if (p->sleepers == 0 || n == 0) return;
+    if (shmq__load(&p->sleepers, SHMQ__SEQ_CST) == 0 || n == 0) return;
     if (n > 1) pthread_cond_broadcast(&p->work_cv);
     else pthread_cond_signal(&p->work_cv);
+}
+
+/* >>impl-fqueue: the future queue (see the design note) */
+static void pool__fq_push(pool_t *p, pool__item *it)
+{
+    pool__item *prev;
+    shmq__store(&it->next, (pool__item *)NULL, SHMQ__RELAXED);
+    prev = shmq__xchg(&p->fq_tail, it, SHMQ__SEQ_CST);
+    shmq__store(&prev->next, it, SHMQ__RELEASE);
+}
+
+/* 1 when the future queue holds something (maybe not poppable yet). A pop that
+ * finds a half-done push may leave the stub at the tail behind a real head: so
+ * the tail first, then the head (written before the stub's push). */
+static int pool__fq_busy(pool_t *p)
+{
+    return shmq__load(&p->fq_tail, SHMQ__SEQ_CST) != &p->fq_stub ||
+           shmq__load(&p->fq_head, SHMQ__SEQ_CST) != &p->fq_stub;
+}
+
+/* Futures queued and not yet taken (approximate while others push and pop). */
+static uint64_t pool__fq_len(pool_t *p)
+{
+    uint64_t in = shmq__load(&p->fq_pushed, SHMQ__RELAXED), out = shmq__load(&p->fq_popped, SHMQ__RELAXED);
+    return in > out ? in - out : 0;
+}
+
+/* The oldest item, or NULL when the queue is empty or its oldest push is half
+ * done. Under fq_lock. */
+static pool__item *pool__fq_pop(pool_t *p)
+{
+    pool__item *head = p->fq_head, *next = shmq__load(&head->next, SHMQ__ACQUIRE);
+    if (head == &p->fq_stub) {
+        if (!next) return NULL;
+        head = next;
+        shmq__store(&p->fq_head, head, SHMQ__RELAXED);
+        next = shmq__load(&head->next, SHMQ__ACQUIRE);
+    }
+    if (!next) {
+        if (shmq__load(&p->fq_tail, SHMQ__ACQUIRE) != head) return NULL; /* a push is half done */
+        pool__fq_push(p, &p->fq_stub); /* so that the last item can leave */
+        next = shmq__load(&head->next, SHMQ__ACQUIRE);
+        if (!next) return NULL;
+    }
+    shmq__store(&p->fq_head, next, SHMQ__RELAXED);
+    return head;
+}
+
+static int pool__fq_trylock(pool_t *p)
+{
+    return shmq__load(&p->fq_lock, SHMQ__RELAXED) == 0 &&
+           shmq__xchg(&p->fq_lock, 1u, SHMQ__ACQUIRE) == 0;
+}
+
+/* Pops up to max futures into out: how many (0 also when another taker holds the
+ * queue; pool__fq_busy tells whether to look again). */
+static int pool__fq_take(pool_t *p, pool__item **out, int max)
+{
+    int n = 0;
+    if (!pool__fq_busy(p) || !pool__fq_trylock(p)) return 0;
+    while (n < max && (out[n] = pool__fq_pop(p)) != NULL) n++;
+    if (n) shmq__store(&p->fq_popped, p->fq_popped + (uint64_t)n, SHMQ__RELAXED);
+    shmq__store(&p->fq_lock, 0u, SHMQ__RELEASE);
+    return n;
+}
+
+/* Signals one sleeping worker unless a worker spins (it will see the work). */
+static void pool__wake_one(pool_t *p)
+{
+    if (shmq__load(&p->sleepers, SHMQ__SEQ_CST) == 0 || shmq__load(&p->spinners, SHMQ__SEQ_CST) > 0) return;
+    pthread_mutex_lock(&p->mu);
+    if (shmq__load(&p->sleepers, SHMQ__RELAXED) > 0) pthread_cond_signal(&p->work_cv);
+    pthread_mutex_unlock(&p->mu);
 }
 
 /* Claims the next chunk of a queued job; the job leaves the queue with its last
@@ -1292,92 +1410,137 @@ static int pool__claim_chunk(pool_t *p, pool__job *j, uint64_t *chunk, size_t *s
     return 1;
 }
 
-/* What a worker takes from the head of the queue. */
+/* What a taker gets: a chunk of a job, or a future (out of the queue: its queue
+ * reference passes to the taker). */
 typedef struct pool__take {
     pool__item *item;
     uint64_t chunk;
     size_t slot;
 } pool__take;
 
-/* Takes the next runnable thing: a future (removed from the queue; its queue
- * reference passes to the taker) or a chunk of a job. Under mu. */
-static int pool__take_any(pool_t *p, pool__take *t)
+/* Claims a chunk of the first job that has one. Under mu. */
+static int pool__take_job(pool_t *p, pool__take *t)
 {
     while (p->head) {
         pool__item *it = p->head;
-        if (it->type == POOL__ITEM_FUTURE) {
-            pool__unlink(p, it);
-            t->item = it;
-            return 1;
-        }
         if (pool__claim_chunk(p, (pool__job *)it, &t->chunk, &t->slot)) {
             t->item = it;
             return 1;
         }
-        /* the job left the queue: look at the next item */
+        /* the job left the list: look at the next one */
     }
     return 0;
+}
+
+/* Takes the next runnable thing, jobs first. Without mu. */
+static int pool__take_next(pool_t *p, pool__take *t)
+{
+    if (shmq__load(&p->jlen, SHMQ__ACQUIRE) > 0) {
+        int got;
+        pthread_mutex_lock(&p->mu);
+        got = pool__take_job(p, t);
+        pthread_mutex_unlock(&p->mu);
+        if (got) return 1;
+    }
+    return pool__fq_take(p, &t->item, 1);
+}
+
+/* 1 when either queue holds something. */
+static int pool__has_work(pool_t *p)
+{
+    return shmq__load(&p->jlen, SHMQ__SEQ_CST) > 0 || pool__fq_busy(p);
 }
 
 /* >>impl-futures */
 static void pool__core_free(pool_t *p);
 
-/* Pops a recycled future; under mu. */
+/* The free list's value once pool_destroy closed it: an address no future has. */
+#define POOL__FREE_CLOSED(p) ((pool_future_t *)(void *)&(p)->free_top)
+
+/* Pops a recycled future, or NULL when there is none or another thread is
+ * allocating. The allocator takes the whole shared list at once (an exchange, so
+ * no ABA) into free_mine, which only the holder of free_lock touches. */
 static pool_future_t *pool__free_pop(pool_t *p)
 {
-    pool_future_t *top = shmq__load(&p->free_top, SHMQ__ACQUIRE);
-    uint32_t n;
-    while (top && !shmq__cas(&p->free_top, &top, top->free_next)) {}
-    n = shmq__load(&p->nfree, SHMQ__RELAXED);
-    if (top && n > 0) shmq__store(&p->nfree, n - 1, SHMQ__RELAXED);
-    return top;
+    pool_future_t *f;
+    if (shmq__load(&p->free_lock, SHMQ__RELAXED) != 0 || shmq__xchg(&p->free_lock, 1u, SHMQ__ACQUIRE) != 0)
+        return NULL;
+    f = p->free_mine;
+    if (!f && shmq__load(&p->free_top, SHMQ__RELAXED) != NULL) {
+        f = shmq__xchg(&p->free_top, (pool_future_t *)NULL, SHMQ__ACQUIRE);
+        shmq__store(&p->nfree, 0u, SHMQ__RELAXED);
+        if (f == POOL__FREE_CLOSED(p)) { /* destroyed (only a misuse gets here) */
+            shmq__store(&p->free_top, f, SHMQ__RELAXED);
+            f = NULL;
+        }
+    }
+    if (f) p->free_mine = f->free_next;
+    shmq__store(&p->free_lock, 0u, SHMQ__RELEASE);
+    return f;
 }
 
-static void pool__free_push(pool_t *p, pool_future_t *f)
+/* Pushes f on the shared free list: 0 when pool_destroy closed it. After a push
+ * succeeded, p may be gone (pool_destroy frees what it finds there). */
+static int pool__free_push(pool_t *p, pool_future_t *f)
 {
     pool_future_t *top = shmq__load(&p->free_top, SHMQ__RELAXED);
     /* an approximate count (no read-modify-write): it only bounds the list */
     shmq__store(&p->nfree, shmq__load(&p->nfree, SHMQ__RELAXED) + 1, SHMQ__RELAXED);
     do {
+        if (top == POOL__FREE_CLOSED(p)) return 0;
         f->free_next = top;
     } while (!shmq__cas(&p->free_top, &top, f));
+    return 1;
+}
+
+/* pool_destroy: closes the free lists and frees what they hold; how many. */
+static uint64_t pool__free_close(pool_t *p)
+{
+    pool_future_t *lists[2];
+    uint64_t n = 0;
+    int i;
+    lists[0] = shmq__xchg(&p->free_top, POOL__FREE_CLOSED(p), SHMQ__ACQUIRE);
+    while (shmq__xchg(&p->free_lock, 1u, SHMQ__ACQUIRE) != 0) sched_yield();
+    lists[1] = p->free_mine;
+    p->free_mine = NULL;
+    shmq__store(&p->free_lock, 0u, SHMQ__RELEASE);
+    for (i = 0; i < 2; i++) {
+        pool_future_t *f = lists[i];
+        if (f == POOL__FREE_CLOSED(p)) continue; /* destroyed twice: not ours to free */
+        while (f) {
+            pool_future_t *next = f->free_next;
+            POOL_FREE(f->heap);
+            POOL_FREE(f);
+            f = next;
+            n++;
+        }
+    }
+    return n;
 }
 
 /* A future with room for `need` bytes of argument and result: recycled if one is
- * free, else allocated. With `locked` (the caller holds mu) it only recycles, never
- * allocates, and returns NULL when that is not enough. */
-static pool_future_t *pool__future_alloc(pool_t *p, size_t need, int locked)
+ * free, else allocated. */
+static pool_future_t *pool__future_alloc(pool_t *p, size_t need)
 {
-    pool_future_t *f = NULL;
-    if (locked) {
-        f = pool__free_pop(p);
+    pool_future_t *f = pool__free_pop(p);
+    if (!f) {
+        f = (pool_future_t *)POOL_MALLOC(sizeof *f);
         if (!f) return NULL;
-        if (need > POOL__INLINE && f->heap_cap < need) {
-            pool__free_push(p, f);
+        f->heap = NULL;
+        f->heap_cap = 0;
+        shmq__fetch_add(&p->live, 1u, SHMQ__RELAXED);
+    }
+    if (need > POOL__INLINE && f->heap_cap < need) {
+        unsigned char *h = (unsigned char *)POOL_REALLOC(f->heap, need);
+        if (!h) {
+            POOL_FREE(f->heap);
+            POOL_FREE(f);
+            if (shmq__fetch_sub(&p->live, 1u, SHMQ__ACQ_REL) == (POOL__RELEASED | 1u)) pool__core_free(p);
             return NULL;
         }
-    } else {
-        pthread_mutex_lock(&p->mu);
-        f = pool__free_pop(p);
-        pthread_mutex_unlock(&p->mu);
-        if (!f) {
-            f = (pool_future_t *)POOL_MALLOC(sizeof *f);
-            if (!f) return NULL;
-            f->heap = NULL;
-            f->heap_cap = 0;
-        }
-        if (need > POOL__INLINE && f->heap_cap < need) {
-            unsigned char *h = (unsigned char *)POOL_REALLOC(f->heap, need);
-            if (!h) {
-                POOL_FREE(f->heap);
-                POOL_FREE(f);
-                return NULL;
-            }
-            f->heap = h;
-            f->heap_cap = need;
-        }
+        f->heap = h;
+        f->heap_cap = need;
     }
-    shmq__fetch_add(&p->live, 1u, SHMQ__RELAXED);
     f->pool = p;
     f->item.type = POOL__ITEM_FUTURE;
     f->item.queued = 0;
@@ -1386,8 +1549,9 @@ static pool_future_t *pool__future_alloc(pool_t *p, size_t need, int locked)
     return f;
 }
 
-/* Drops one reference; the last one recycles the future (and frees the pool's
- * core if the pool was destroyed and this was its last future). */
+/* Drops one reference; the last one recycles the future, or frees it (and the
+ * pool's core if the pool was destroyed and this was its last future). `live`
+ * counts the futures in existence, recycled ones included. */
 static void pool__future_unref(pool_future_t *f)
 {
     pool_t *p = f->pool;
@@ -1397,13 +1561,9 @@ static void pool__future_unref(pool_future_t *f)
         f->heap = NULL;
         f->heap_cap = 0;
     }
-    /* recycle before giving up `live`: the core may go as soon as live says so */
-    if (shmq__load(&p->nfree, SHMQ__RELAXED) < POOL__FREE_MAX) {
-        pool__free_push(p, f);
-    } else {
-        POOL_FREE(f->heap);
-        POOL_FREE(f);
-    }
+    if (shmq__load(&p->nfree, SHMQ__RELAXED) < POOL__FREE_MAX && pool__free_push(p, f)) return;
+    POOL_FREE(f->heap);
+    POOL_FREE(f);
     if (shmq__fetch_sub(&p->live, 1u, SHMQ__ACQ_REL) == (POOL__RELEASED | 1u)) pool__core_free(p);
 }
 
@@ -1452,12 +1612,20 @@ static void pool__future_run(pool_future_t *f)
     pool__future_complete(f, code, 0);
 }
 
-/* A future taken off the queue: run it unless it was cancelled meanwhile; drops
- * the queue reference. */
+/* A future taken off the queue: run it unless it was claimed or cancelled
+ * meanwhile (cancel it if the pool was terminated); drops the queue reference. */
 static void pool__future_take_and_run(pool_future_t *f)
 {
     uint32_t expected = POOL__F_QUEUED;
-    if (shmq__cas(&f->state, &expected, (uint32_t)POOL__F_RUNNING)) pool__future_run(f);
+    if (shmq__cas(&f->state, &expected, (uint32_t)POOL__F_RUNNING)) {
+        pool_t *p = f->pool;
+        if (shmq__load(&p->state, SHMQ__ACQUIRE) == POOL__TERMINATED) {
+            shmq__fetch_add(&p->st_cancelled, 1u, SHMQ__RELAXED);
+            pool__future_complete(f, POOL_ECANCELLED, 0);
+        } else {
+            pool__future_run(f);
+        }
+    }
     pool__future_unref(f);
 }
 
@@ -1553,23 +1721,22 @@ static void pool__set_thread_name(const char *prefix, int index)
 #endif
 }
 
-/* Spins up to spin_us waiting for work or a state change; returns with mu held. */
+/* Spins up to spin_us waiting for work or a state change. */
 static void pool__spin_for_work(pool_t *p)
 {
     double until;
     int n = 0;
     if (p->cfg.spin_us <= 0) return;
-    pthread_mutex_unlock(&p->mu);
+    shmq__fetch_add(&p->spinners, 1u, SHMQ__SEQ_CST);
     until = pool__now_ms() + p->cfg.spin_us / 1000.0;
-    while (shmq__load(&p->qlen, SHMQ__RELAXED) == 0 &&
-           shmq__load(&p->state, SHMQ__RELAXED) == POOL__OPEN) {
+    while (!pool__has_work(p) && shmq__load(&p->state, SHMQ__RELAXED) == POOL__OPEN) {
         shmq__cpu_relax();
         if ((++n & 63) == 0) {
             if (pool__now_ms() > until) break;
             sched_yield(); /* with more threads than cores, let the producer run */
         }
     }
-    pthread_mutex_lock(&p->mu);
+    shmq__fetch_sub(&p->spinners, 1u, SHMQ__SEQ_CST);
 }
 
 static void *pool__worker_main(void *arg)
@@ -1578,6 +1745,7 @@ static void *pool__worker_main(void *arg)
     pool_t *p = w->pool;
     int rc = 0;
     pool__take t;
+    unsigned stuck = 0;
     pool__self = w;
     pool__set_thread_name(p->cfg.name, w->index);
     if (p->cfg.initializer) rc = p->cfg.initializer(w->index, p->cfg.init_ctx);
@@ -1586,33 +1754,46 @@ static void *pool__worker_main(void *arg)
     if (rc) p->init_failed = 1;
     pthread_cond_broadcast(&p->done_cv);
     while (!p->go) pthread_cond_wait(&p->work_cv, &p->mu);
+    pthread_mutex_unlock(&p->mu);
     for (;;) {
-        if (pool__take_any(p, &t)) {
-            /* with a backlog of futures, take a few more under the same lock */
-            pool__item *batch[POOL__BATCH];
-            int nb = 0, k;
-            if (t.item->type == POOL__ITEM_FUTURE) {
-                uint64_t extra = p->qlen / (uint64_t)(p->nworkers + 1);
-                while (nb < POOL__BATCH && (uint64_t)nb < extra && p->head &&
-                       p->head->type == POOL__ITEM_FUTURE) {
-                    batch[nb] = p->head;
-                    pool__unlink(p, batch[nb++]);
-                }
-            }
-            pthread_mutex_unlock(&p->mu);
-            pool__run_taken(p, &t);
-            for (k = 0; k < nb; k++) pool__future_take_and_run((pool_future_t *)batch[k]);
+        pool__item *batch[POOL__BATCH];
+        int nb, k;
+        if (shmq__load(&p->jlen, SHMQ__ACQUIRE) > 0) {
+            int got;
             pthread_mutex_lock(&p->mu);
+            got = pool__take_job(p, &t);
+            pthread_mutex_unlock(&p->mu);
+            if (got) { pool__run_taken(p, &t); stuck = 0; continue; }
+        }
+        /* with a backlog of futures, take a few at once (a fair share) */
+        nb = (int)(pool__fq_len(p) / (uint64_t)(p->nworkers + 1));
+        nb = pool__fq_take(p, batch, nb < 1 ? 1 : nb > POOL__BATCH ? POOL__BATCH : nb);
+        if (nb > 0) {
+            if (pool__fq_busy(p)) pool__wake_one(p); /* more queued: pass the word on */
+            for (k = 0; k < nb; k++) pool__future_take_and_run((pool_future_t *)batch[k]);
+            stuck = 0;
             continue;
         }
-        if (p->state != POOL__OPEN) break;
+        /* the state first, then the queues (see the design note) */
+        if (shmq__load(&p->state, SHMQ__SEQ_CST) != POOL__OPEN) {
+            if (!pool__has_work(p)) break;
+            sched_yield(); /* a push is half done, or another taker holds the queue */
+            continue;
+        }
+        if (pool__has_work(p)) { /* another taker holds the queue, or a push is half done */
+            if ((++stuck & 63) == 0) sched_yield();
+            else shmq__cpu_relax();
+            continue;
+        }
         pool__spin_for_work(p);
-        if (p->head || p->state != POOL__OPEN) continue;
-        p->sleepers++;
-        pthread_cond_wait(&p->work_cv, &p->mu);
-        p->sleepers--;
+        if (pool__has_work(p)) continue;
+        pthread_mutex_lock(&p->mu);
+        shmq__fetch_add(&p->sleepers, 1u, SHMQ__SEQ_CST);
+        if (!pool__has_work(p) && shmq__load(&p->state, SHMQ__SEQ_CST) == POOL__OPEN)
+            pthread_cond_wait(&p->work_cv, &p->mu);
+        shmq__fetch_sub(&p->sleepers, 1u, SHMQ__SEQ_CST);
+        pthread_mutex_unlock(&p->mu);
     }
-    pthread_mutex_unlock(&p->mu);
     if (p->cfg.finalizer && !p->init_failed) p->cfg.finalizer(w->index, p->cfg.init_ctx);
     pool__self = NULL;
     return NULL;
@@ -1628,13 +1809,6 @@ static int pool__online_cpus(void)
 
 static void pool__core_free(pool_t *p)
 {
-    pool_future_t *f = p->free_top;
-    while (f) {
-        pool_future_t *next = f->free_next;
-        POOL_FREE(f->heap);
-        POOL_FREE(f);
-        f = next;
-    }
     if (!pool__forked(p)) {
         pthread_mutex_destroy(&p->mu);
         pthread_cond_destroy(&p->work_cv);
@@ -1707,6 +1881,7 @@ POOL_DEF int pool_create(pool_t **out, const pool_config *cfg)
     memset(p, 0, sizeof *p);
     p->cfg = c;
     p->nworkers = c.workers;
+    p->fq_tail = p->fq_head = &p->fq_stub;
     p->fork_gen = shmq__load(&pool__fork_generation, SHMQ__RELAXED);
     p->workers = (pool__worker *)POOL_MALLOC(sizeof *p->workers * (size_t)c.workers);
     if (!p->workers) { POOL_FREE(p); return POOL_ENOMEM; }
@@ -1790,13 +1965,9 @@ static int pool__check_open(pool_t *p)
  * cfg.max_queued items or more (backpressure; off by default). */
 static void pool__backpressure(pool_t *p)
 {
-    while (shmq__load(&p->qlen, SHMQ__RELAXED) >= (uint64_t)p->cfg.max_queued) {
+    while (pool__fq_len(p) + shmq__load(&p->jlen, SHMQ__RELAXED) >= (uint64_t)p->cfg.max_queued) {
         pool__take t;
-        int got;
-        pthread_mutex_lock(&p->mu);
-        got = pool__take_any(p, &t);
-        pthread_mutex_unlock(&p->mu);
-        if (!got) break;
+        if (!pool__take_next(p, &t)) break;
         pool__run_taken(p, &t);
     }
 }
@@ -1834,20 +2005,10 @@ static int pool__submit(pool_t *p, pool_fn fn, const void *arg, size_t arg_size,
     need = arg_room + result_size;
     if (p->cfg.max_queued > 0 && !p->proc) pool__backpressure(p);
 
-    /* fast path: a recycled future, small arguments copied under the one lock */
-    pthread_mutex_lock(&p->mu);
-    f = need <= POOL__INLINE ? pool__future_alloc(p, need, 1) : NULL;
-    if (f) {
-        pool__future_fill(f, fn, arg, arg_size, arg_room, result_size, ctx, refs);
-    } else {
-        pthread_mutex_unlock(&p->mu);
-        f = pool__future_alloc(p, need, 0);
-        if (!f) return POOL_ENOMEM;
-        pool__future_fill(f, fn, arg, arg_size, arg_room, result_size, ctx, refs);
-        pthread_mutex_lock(&p->mu);
-    }
+    f = pool__future_alloc(p, need);
+    if (!f) return POOL_ENOMEM;
+    pool__future_fill(f, fn, arg, arg_size, arg_room, result_size, ctx, refs);
     if (p->proc) { /* a process pool: the arguments go to the arena */
-        pthread_mutex_unlock(&p->mu);
         rc = pool__proc_submit(p, f);
         if (rc != POOL_OK) {
             f->refs = 1;
@@ -1858,15 +2019,18 @@ static int pool__submit(pool_t *p, pool_fn fn, const void *arg, size_t arg_size,
         if (out) *out = f;
         return POOL_OK;
     }
-    if (p->state != POOL__OPEN) {
-        pthread_mutex_unlock(&p->mu);
-        f->refs = 1;
-        pool__future_unref(f);
-        return POOL_ECLOSED;
+    pool__fq_push(p, &f->item);
+    shmq__fetch_add(&p->fq_pushed, 1u, SHMQ__RELAXED);
+    if (shmq__load(&p->state, SHMQ__SEQ_CST) != POOL__OPEN) {
+        /* closed meanwhile: take it back unless a worker already has it (the
+         * queue's entry is dropped by whoever takes it, or by pool_destroy) */
+        uint32_t expected = POOL__F_QUEUED;
+        if (shmq__cas(&f->state, &expected, (uint32_t)POOL__F_RUNNING)) {
+            if (out) shmq__fetch_sub(&f->refs, 1u, SHMQ__RELAXED); /* not handed out */
+            return POOL_ECLOSED;
+        }
     }
-    pool__enqueue(p, &f->item);
-    pool__wake_workers(p, 1);
-    pthread_mutex_unlock(&p->mu);
+    pool__wake_one(p);
     shmq__fetch_add(&p->st_submitted, 1u, SHMQ__RELAXED);
     if (out) *out = f;
     return POOL_OK;
@@ -1885,25 +2049,34 @@ POOL_DEF int pool_submit(pool_t *p, pool_fn fn, const void *arg, size_t arg_size
     return pool__submit(p, fn, arg, arg_size, 0, ctx, NULL);
 }
 
-/* Takes f out of the run queue if it is still there and claims it: 1 if this
- * thread must now run it. */
+/* Drops entries that were claimed or cancelled while queued from the head of the
+ * future queue (at most a few), so that they do not pile up while every worker
+ * is busy. */
+static void pool__fq_drop_stale(pool_t *p)
+{
+    pool__item *stale[POOL__BATCH];
+    int n = 0, k;
+    if (!pool__fq_busy(p) || !pool__fq_trylock(p)) return;
+    while (n < POOL__BATCH) {
+        pool__item *head = p->fq_head;
+        if (head == &p->fq_stub) head = shmq__load(&head->next, SHMQ__ACQUIRE);
+        if (!head || shmq__load(&((pool_future_t *)head)->state, SHMQ__ACQUIRE) == POOL__F_QUEUED) break;
+        if ((stale[n] = pool__fq_pop(p)) == NULL) break;
+        n++;
+    }
+    if (n) shmq__store(&p->fq_popped, p->fq_popped + (uint64_t)n, SHMQ__RELAXED);
+    shmq__store(&p->fq_lock, 0u, SHMQ__RELEASE);
+    for (k = 0; k < n; k++) pool__future_unref((pool_future_t *)stale[k]);
+}
+
+/* Claims f if it is still queued: 1 if this thread ran it. */
 static int pool__claim_own(pool_future_t *f)
 {
-    pool_t *p = f->pool;
     uint32_t expected = POOL__F_QUEUED;
-    int unlinked = 0;
     if (shmq__load(&f->state, SHMQ__RELAXED) != POOL__F_QUEUED) return 0;
     if (!shmq__cas(&f->state, &expected, (uint32_t)POOL__F_RUNNING)) return 0;
-    /* ours: take the entry out of the queue too, so that the future can be recycled
-     * at once (if a worker already took it, it drops it when it sees it claimed) */
-    pthread_mutex_lock(&p->mu);
-    if (f->item.queued) {
-        pool__unlink(p, &f->item);
-        unlinked = 1;
-    }
-    pthread_mutex_unlock(&p->mu);
     pool__future_run(f); /* the caller's own reference keeps f alive */
-    if (unlinked) pool__future_unref(f); /* the queue's reference */
+    pool__fq_drop_stale(f->pool);
     return 1;
 }
 
@@ -1924,12 +2097,9 @@ static int pool__future_wait(pool_future_t *f, int timeout_ms)
         pool__take t;
         if (shmq__load(&f->state, SHMQ__ACQUIRE) == POOL__F_DONE) return POOL_OK;
         if (timeout_ms < 0 && pool__claim_own(f)) continue;
-        if (in_worker && timeout_ms < 0) {
-            int got;
-            pthread_mutex_lock(&p->mu);
-            got = pool__take_any(p, &t);
-            pthread_mutex_unlock(&p->mu);
-            if (got) { pool__run_taken(p, &t); continue; }
+        if (in_worker && timeout_ms < 0 && pool__take_next(p, &t)) {
+            pool__run_taken(p, &t);
+            continue;
         }
         if (timeout_ms == 0) return POOL_ETIMEDOUT;
         if (!spun) { /* spin a little first: the runner is usually about to finish */
@@ -1937,7 +2107,7 @@ static int pool__future_wait(pool_future_t *f, int timeout_ms)
             double until = pool__now_ms() + POOL__WAIT_SPIN_US / 1000.0;
             spun = 1;
             while (shmq__load(&f->state, SHMQ__ACQUIRE) != POOL__F_DONE &&
-                   !(can_help && shmq__load(&p->qlen, SHMQ__RELAXED) > 0)) {
+                   !(can_help && pool__has_work(p))) {
                 shmq__cpu_relax();
                 if ((++n & 31) == 0 && pool__now_ms() > until) break;
             }
@@ -1946,7 +2116,7 @@ static int pool__future_wait(pool_future_t *f, int timeout_ms)
         pthread_mutex_lock(&p->mu);
         shmq__fetch_add(&p->done_waiters, 1u, SHMQ__SEQ_CST);
         if (shmq__load(&f->state, SHMQ__SEQ_CST) != POOL__F_DONE &&
-            !(timeout_ms < 0 && ((in_worker && p->head) ||
+            !(timeout_ms < 0 && ((in_worker && pool__has_work(p)) ||
                                  shmq__load(&f->state, SHMQ__SEQ_CST) == POOL__F_QUEUED))) {
             if (timeout_ms > 0) {
                 struct timespec dl;
@@ -2068,11 +2238,7 @@ static int pool__wait_set(pool_future_t *const *fs, size_t n, int timeout_ms, si
         }
         if (timeout_ms < 0 && pool__self && pool__self->pool == p) { /* a waiting worker keeps working */
             pool__take t;
-            int got;
-            pthread_mutex_lock(&p->mu);
-            got = pool__take_any(p, &t);
-            pthread_mutex_unlock(&p->mu);
-            if (got) { pool__run_taken(p, &t); continue; }
+            if (pool__take_next(p, &t)) { pool__run_taken(p, &t); continue; }
         }
         if (timeout_ms == 0) return POOL_ETIMEDOUT;
         if (pool__forked(p)) return POOL_EFORKED;
@@ -4044,38 +4210,44 @@ POOL_DEF int pool_close(pool_t *p)
     if (!p) return POOL_EINVAL;
     if ((rc = pool__check_caller(p)) != POOL_OK) return rc;
     pthread_mutex_lock(&p->mu);
-    if (p->state == POOL__OPEN) shmq__store(&p->state, (int)POOL__CLOSED, SHMQ__RELAXED);
+    if (p->state == POOL__OPEN) shmq__store(&p->state, (int)POOL__CLOSED, SHMQ__SEQ_CST);
     pthread_cond_broadcast(&p->work_cv);
     pthread_mutex_unlock(&p->mu);
     if (p->proc) pool__proc_poke(p);
     return POOL_OK;
 }
 
-/* Cancels everything in the run queue. Under mu; returns the futures to complete
- * (linked through free_next) so they complete outside the lock. */
-static pool_future_t *pool__cancel_queue(pool_t *p)
+/* Stops every job in the job list. Under mu. */
+static void pool__cancel_jobs(pool_t *p)
 {
-    pool_future_t *list = NULL;
     while (p->head) {
-        pool__item *it = p->head;
-        pool__unlink(p, it);
-        if (it->type == POOL__ITEM_FUTURE) {
-            pool_future_t *f = (pool_future_t *)it;
-            f->free_next = list;
-            list = f;
-        } else {
-            pool__job *j = (pool__job *)it;
-            shmq__store(&j->stop, 1, SHMQ__RELAXED);
-            j->cancelled = 1;
-            if (j->waiting) pthread_cond_broadcast(&p->done_cv);
-        }
+        pool__job *j = (pool__job *)p->head;
+        pool__unlink(p, &j->item);
+        shmq__store(&j->stop, 1, SHMQ__RELAXED);
+        j->cancelled = 1;
+        if (j->waiting) pthread_cond_broadcast(&p->done_cv);
     }
-    return list;
+}
+
+/* Takes every future out of the queue that can be taken now (waiting for other
+ * takers, not for half-done pushes: those submitters see the pool stopped) and
+ * cancels those still queued; drops the queue's references. */
+static void pool__cancel_futures(pool_t *p)
+{
+    for (;;) {
+        pool__item *batch[POOL__BATCH];
+        int n, k;
+        while (!pool__fq_trylock(p)) sched_yield();
+        for (n = 0; n < POOL__BATCH && (batch[n] = pool__fq_pop(p)) != NULL; n++) {}
+        if (n) shmq__store(&p->fq_popped, p->fq_popped + (uint64_t)n, SHMQ__RELAXED);
+        shmq__store(&p->fq_lock, 0u, SHMQ__RELEASE);
+        for (k = 0; k < n; k++) pool__future_take_and_run((pool_future_t *)batch[k]);
+        if (n < POOL__BATCH) return;
+    }
 }
 
 POOL_DEF int pool_terminate(pool_t *p)
 {
-    pool_future_t *list;
     int rc;
     if (!p) return POOL_EINVAL;
     if ((rc = pool__check_caller(p)) != POOL_OK) return rc;
@@ -4088,21 +4260,12 @@ POOL_DEF int pool_terminate(pool_t *p)
         return POOL_OK;
     }
     pthread_mutex_lock(&p->mu);
-    shmq__store(&p->state, (int)POOL__TERMINATED, SHMQ__RELAXED);
-    list = pool__cancel_queue(p);
+    shmq__store(&p->state, (int)POOL__TERMINATED, SHMQ__SEQ_CST);
+    pool__cancel_jobs(p);
     pthread_cond_broadcast(&p->work_cv);
     pthread_cond_broadcast(&p->done_cv);
     pthread_mutex_unlock(&p->mu);
-    while (list) {
-        pool_future_t *f = list;
-        uint32_t expected = POOL__F_QUEUED;
-        list = f->free_next;
-        if (shmq__cas(&f->state, &expected, (uint32_t)POOL__F_RUNNING)) {
-            shmq__fetch_add(&p->st_cancelled, 1u, SHMQ__RELAXED);
-            pool__future_complete(f, POOL_ECANCELLED, 0);
-        }
-        pool__future_unref(f);
-    }
+    pool__cancel_futures(p); /* pool__future_take_and_run cancels once terminated */
     return POOL_OK;
 }
 
@@ -4146,8 +4309,11 @@ POOL_DEF void pool_destroy(pool_t *p)
         if (pool__self && pool__self->pool == p) return; /* documented: not from a worker */
         if (shmq__load(&p->state, SHMQ__RELAXED) == POOL__OPEN) pool_terminate(p);
         pool_join(p);
+        if (!p->proc) pool__cancel_futures(p); /* entries taken back by racing submitters */
     }
     pool__proc_free(p);
+    /* the recycled futures go now; the core goes with the last future in use */
+    shmq__fetch_sub(&p->live, pool__free_close(p), SHMQ__ACQ_REL);
     release = (shmq__fetch_or(&p->live, POOL__RELEASED, SHMQ__ACQ_REL) & ~POOL__RELEASED) == 0;
     if (release) pool__core_free(p);
 }

@@ -898,6 +898,124 @@ TEST(many_submitters_stress)
     pool_destroy(p);
 }
 
+/* Fire and forget from several threads at once, nobody waiting on a future (so
+ * nobody runs a task but the workers), in short bursts so that the last push of a
+ * burst is often cut in two by preemption (the submitters outnumber the cores):
+ * after each burst every task runs with no later push to rescue it. This caught a
+ * queue that looked empty with tasks in it. */
+typedef struct firer { pool_t *p; long *counter; pthread_barrier_t *bar; int rounds, bad; } firer;
+
+static void *fire_thread(void *arg)
+{
+    firer *fr = (firer *)arg;
+    int r, i;
+    for (r = 0; r < fr->rounds; r++) {
+        for (i = 0; i < 4; i++)
+            if (pool_submit(fr->p, count_add, NULL, 0, fr->counter) != POOL_OK) fr->bad = 1;
+        pthread_barrier_wait(&fr->bar[0]); /* burst done */
+        pthread_barrier_wait(&fr->bar[1]); /* checked */
+    }
+    return NULL;
+}
+
+TEST(fire_and_forget_from_many_threads_loses_nothing)
+{
+    int mode;
+    for (mode = 0; mode < 2; mode++) {
+        pool_t *p;
+        pool_config c = {0};
+        pthread_t th[4];
+        pthread_barrier_t bar[2];
+        firer fr[4];
+        long counter = 0, want = 0, lost = 0;
+        int i, r, rounds = 1500;
+        c.workers = 2;
+        c.spin_us = mode ? -1 : 0; /* sleep at once, or the default spin */
+        REQUIRE(pool_create(&p, &c) == POOL_OK);
+        pthread_barrier_init(&bar[0], NULL, 5);
+        pthread_barrier_init(&bar[1], NULL, 5);
+        for (i = 0; i < 4; i++) {
+            fr[i].p = p; fr[i].counter = &counter; fr[i].bar = bar; fr[i].rounds = rounds; fr[i].bad = 0;
+            REQUIRE(pthread_create(&th[i], NULL, fire_thread, &fr[i]) == 0);
+        }
+        for (r = 0; r < rounds; r++) {
+            double until;
+            pthread_barrier_wait(&bar[0]);
+            want += 16;
+            until = test_now_ms() + 2000; /* only a worker can run them */
+            while (__atomic_load_n(&counter, __ATOMIC_ACQUIRE) < want && test_now_ms() < until) sched_yield();
+            if (__atomic_load_n(&counter, __ATOMIC_ACQUIRE) != want) lost++;
+            want = __atomic_load_n(&counter, __ATOMIC_ACQUIRE);
+            pthread_barrier_wait(&bar[1]);
+        }
+        for (i = 0; i < 4; i++) {
+            pthread_join(th[i], NULL);
+            CHECK(!fr[i].bad);
+        }
+        CHECK_EQ(lost, 0);
+        pthread_barrier_destroy(&bar[0]);
+        pthread_barrier_destroy(&bar[1]);
+        pool_close(p);
+        pool_join(p);
+        pool_destroy(p);
+    }
+}
+
+/* Submissions racing pool_close: each returns POOL_OK and runs, or POOL_ECLOSED
+ * and does not; nothing is lost or run twice, and no future is left pending. */
+typedef struct closer_race { pool_t *p; long ran_ok, ok, closed, bad; } closer_race;
+
+static void *race_submit_thread(void *arg)
+{
+    closer_race *cr = (closer_race *)arg;
+    for (;;) {
+        pool_future_t *f;
+        long x = 3, r = 0;
+        int rc = pool_apply_async(cr->p, square, &x, sizeof x, sizeof r, NULL, &f);
+        if (rc == POOL_ECLOSED) { cr->closed++; break; }
+        if (rc != POOL_OK) { cr->bad++; break; }
+        cr->ok++;
+        /* a timed wait never runs the task itself: only a worker can complete it */
+        if (pool_future_wait(f, 10000) == POOL_OK && pool_future_get(f, &r, 0) == POOL_OK && r == 9) cr->ran_ok++;
+        pool_future_free(f);
+    }
+    return NULL;
+}
+
+TEST(submit_racing_close_loses_nothing)
+{
+    int round;
+    for (round = 0; round < 20; round++) {
+        pool_t *p;
+        pool_config c = {0};
+        pthread_t th[3];
+        closer_race cr[3];
+        pool_stats st;
+        int i;
+        long ok = 0;
+        c.workers = 2;
+        REQUIRE(pool_create(&p, &c) == POOL_OK);
+        for (i = 0; i < 3; i++) {
+            memset(&cr[i], 0, sizeof cr[i]);
+            cr[i].p = p;
+            REQUIRE(pthread_create(&th[i], NULL, race_submit_thread, &cr[i]) == 0);
+        }
+        test_sleep_ms(1 + round % 3);
+        CHECK_EQ(pool_close(p), POOL_OK);
+        for (i = 0; i < 3; i++) {
+            pthread_join(th[i], NULL);
+            CHECK_EQ(cr[i].bad, 0);
+            CHECK_EQ(cr[i].closed, 1);
+            CHECK_EQ(cr[i].ran_ok, cr[i].ok);
+            ok += cr[i].ok;
+        }
+        CHECK_EQ(pool_join(p), POOL_OK);
+        pool_get_stats(p, &st);
+        CHECK_EQ(st.completed, (uint64_t)ok);
+        pool_destroy(p);
+    }
+}
+
 TEST(strerror_covers_every_code)
 {
     CHECK(strcmp(pool_strerror(POOL_OK), "success") == 0);
@@ -1045,6 +1163,8 @@ int main(int argc, char **argv)
     RUN(idle_workers_use_no_cpu);
     RUN(fork_child_gets_a_working_pool);
     RUN(many_submitters_stress);
+    RUN(fire_and_forget_from_many_threads_loses_nothing);
+    RUN(submit_racing_close_loses_nothing);
     RUN(strerror_covers_every_code);
     RUN(timed_get_never_runs_the_task);
     RUN(callback_races_completion_exactly_once);
