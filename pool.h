@@ -1013,9 +1013,10 @@ struct pool_s {
     char pad2[SHMQ__CACHELINE];
     pool__item *fq_tail;      /* the last item pushed, or &fq_stub */
     uint64_t fq_pushed;       /* futures pushed */
-    uint64_t st_submitted;
-    uint32_t free_lock;       /* flag, only tried: held to allocate from free_mine */
-    pool_future_t *free_mine; /* under free_lock: recycled futures taken for allocation */
+    uint64_t st_submitted;    /* maps, process-pool futures; thread-pool futures: fq_pushed */
+    uint32_t free_lock;       /* flag, only tried: held to use free_mine */
+    uint32_t nmine;           /* under free_lock: length of free_mine */
+    pool_future_t *free_mine; /* under free_lock: recycled futures ready for allocation */
     /* the takers' side: */
     char pad3[SHMQ__CACHELINE];
     uint32_t fq_lock;         /* flag, only tried */
@@ -1457,16 +1458,18 @@ static void pool__core_free(pool_t *p);
 /* The free list's value once pool_destroy closed it: an address no future has. */
 #define POOL__FREE_CLOSED(p) ((pool_future_t *)(void *)&(p)->free_top)
 
-/* Pops a recycled future, or NULL when there is none or another thread is
- * allocating. The allocator takes the whole shared list at once (an exchange, so
- * no ABA) into free_mine, which only the holder of free_lock touches. */
+/* Pops a recycled future, or NULL when there is none or another thread holds
+ * free_lock. free_mine is a private list for the holder of free_lock: a future
+ * freed while nobody holds it goes there directly, and when it is empty the
+ * allocator takes the whole shared list at once (an exchange, so no ABA). */
 static pool_future_t *pool__free_pop(pool_t *p)
 {
     pool_future_t *f;
     if (shmq__load(&p->free_lock, SHMQ__RELAXED) != 0 || shmq__xchg(&p->free_lock, 1u, SHMQ__ACQUIRE) != 0)
         return NULL;
     f = p->free_mine;
-    if (!f && shmq__load(&p->free_top, SHMQ__RELAXED) != NULL) {
+    if (f == POOL__FREE_CLOSED(p)) f = NULL; /* destroyed (only a misuse gets here) */
+    else if (!f && shmq__load(&p->free_top, SHMQ__RELAXED) != NULL) {
         f = shmq__xchg(&p->free_top, (pool_future_t *)NULL, SHMQ__ACQUIRE);
         shmq__store(&p->nfree, 0u, SHMQ__RELAXED);
         if (f == POOL__FREE_CLOSED(p)) { /* destroyed (only a misuse gets here) */
@@ -1474,7 +1477,10 @@ static pool_future_t *pool__free_pop(pool_t *p)
             f = NULL;
         }
     }
-    if (f) p->free_mine = f->free_next;
+    if (f) {
+        p->free_mine = f->free_next;
+        if (p->nmine) p->nmine--;
+    }
     shmq__store(&p->free_lock, 0u, SHMQ__RELEASE);
     return f;
 }
@@ -1502,7 +1508,7 @@ static uint64_t pool__free_close(pool_t *p)
     lists[0] = shmq__xchg(&p->free_top, POOL__FREE_CLOSED(p), SHMQ__ACQUIRE);
     while (shmq__xchg(&p->free_lock, 1u, SHMQ__ACQUIRE) != 0) sched_yield();
     lists[1] = p->free_mine;
-    p->free_mine = NULL;
+    p->free_mine = POOL__FREE_CLOSED(p);
     shmq__store(&p->free_lock, 0u, SHMQ__RELEASE);
     for (i = 0; i < 2; i++) {
         pool_future_t *f = lists[i];
@@ -1561,7 +1567,23 @@ static void pool__future_unref(pool_future_t *f)
         f->heap = NULL;
         f->heap_cap = 0;
     }
-    if (shmq__load(&p->nfree, SHMQ__RELAXED) < POOL__FREE_MAX && pool__free_push(p, f)) return;
+    /* A caller that frees its future is likely to submit the next one: straight
+     * back to the allocator's list if nobody allocates right now (one exchange, and
+     * the next allocation need not take the shared list). Workers use the shared
+     * list, so that they do not write the submitters' cache line. */
+    if (!(pool__self && pool__self->pool == p) && shmq__load(&p->free_lock, SHMQ__RELAXED) == 0 &&
+        shmq__xchg(&p->free_lock, 1u, SHMQ__ACQUIRE) == 0) {
+        int kept = p->nmine < POOL__FREE_MAX && p->free_mine != POOL__FREE_CLOSED(p);
+        if (kept) {
+            f->free_next = p->free_mine;
+            p->free_mine = f;
+            p->nmine++;
+        }
+        shmq__store(&p->free_lock, 0u, SHMQ__RELEASE); /* p may go from here on if kept */
+        if (kept) return;
+    } else if (shmq__load(&p->nfree, SHMQ__RELAXED) < POOL__FREE_MAX && pool__free_push(p, f)) {
+        return;
+    }
     POOL_FREE(f->heap);
     POOL_FREE(f);
     if (shmq__fetch_sub(&p->live, 1u, SHMQ__ACQ_REL) == (POOL__RELEASED | 1u)) pool__core_free(p);
@@ -2027,11 +2049,11 @@ static int pool__submit(pool_t *p, pool_fn fn, const void *arg, size_t arg_size,
         uint32_t expected = POOL__F_QUEUED;
         if (shmq__cas(&f->state, &expected, (uint32_t)POOL__F_RUNNING)) {
             if (out) shmq__fetch_sub(&f->refs, 1u, SHMQ__RELAXED); /* not handed out */
+            shmq__fetch_sub(&p->st_submitted, 1u, SHMQ__RELAXED); /* fq_pushed counted it */
             return POOL_ECLOSED;
         }
     }
     pool__wake_one(p);
-    shmq__fetch_add(&p->st_submitted, 1u, SHMQ__RELAXED);
     if (out) *out = f;
     return POOL_OK;
 }
@@ -2051,7 +2073,8 @@ POOL_DEF int pool_submit(pool_t *p, pool_fn fn, const void *arg, size_t arg_size
 
 /* Drops entries that were claimed or cancelled while queued from the head of the
  * future queue (at most a few), so that they do not pile up while every worker
- * is busy. */
+ * is busy. It leaves the last entry: taking that one costs one more exchange
+ * (the stub's push), and the next call, or a worker, drops it. */
 static void pool__fq_drop_stale(pool_t *p)
 {
     pool__item *stale[POOL__BATCH];
@@ -2060,7 +2083,9 @@ static void pool__fq_drop_stale(pool_t *p)
     while (n < POOL__BATCH) {
         pool__item *head = p->fq_head;
         if (head == &p->fq_stub) head = shmq__load(&head->next, SHMQ__ACQUIRE);
-        if (!head || shmq__load(&((pool_future_t *)head)->state, SHMQ__ACQUIRE) == POOL__F_QUEUED) break;
+        if (!head || !shmq__load(&head->next, SHMQ__ACQUIRE) ||
+            shmq__load(&((pool_future_t *)head)->state, SHMQ__ACQUIRE) == POOL__F_QUEUED)
+            break;
         if ((stale[n] = pool__fq_pop(p)) == NULL) break;
         n++;
     }
@@ -4324,7 +4349,8 @@ POOL_DEF int pool_get_stats(pool_t *p, pool_stats *out)
     int i;
     if (!p || !out) return POOL_EINVAL;
     memset(out, 0, sizeof *out);
-    out->submitted = shmq__load(&p->st_submitted, SHMQ__RELAXED);
+    /* futures pushed are counted once, in fq_pushed (modulo 2^64 with st_submitted) */
+    out->submitted = shmq__load(&p->st_submitted, SHMQ__RELAXED) + shmq__load(&p->fq_pushed, SHMQ__RELAXED);
     out->completed = shmq__load(&p->st_completed, SHMQ__RELAXED);
     out->failed = shmq__load(&p->st_failed, SHMQ__RELAXED);
     out->cancelled = shmq__load(&p->st_cancelled, SHMQ__RELAXED);
