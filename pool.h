@@ -2969,23 +2969,14 @@ static void pool__prun_chunk(pool_t *p, pool__pslot *s, uint32_t c, uint32_t gen
         if (code) { ch->fail_index = b; ch->fail_code = code; ch->fail_count = 1; fails = 1; }
         ran = e - b;
     } else {
-        /* locals, not s->...: the user's call could change anything s points to as far
-         * as the compiler knows, so it would reload every field for every element */
         pool_fn fn;
-        const int64_t base = s->begin;
-        const size_t isz = s->in_size, osz = s->out_size;
-        const unsigned char *ip;
-        unsigned char *op;
         memcpy(&fn, &s->fn, sizeof fn);
-        i = shmq__load(&ch->pos, SHMQ__RELAXED);
-        ip = in + (size_t)(i - base) * isz;
-        op = osz ? out + (size_t)(i - base) * osz : NULL;
-        for (; i < e; i++, ip += isz) {
+        for (i = shmq__load(&ch->pos, SHMQ__RELAXED); i < e; i++) {
             int code;
             shmq__store(&ch->pos, i, SHMQ__RELAXED);
-            code = fn(ip, op, ctx);
-            if (op) op += osz;
-            if (codes) codes[i - base] = code;
+            code = fn(in + (size_t)(i - s->begin) * s->in_size,
+                      s->out_size ? out + (size_t)(i - s->begin) * s->out_size : NULL, ctx);
+            if (codes) codes[i - s->begin] = code;
             if (code) {
                 if (ch->fail_index < 0) { ch->fail_index = i; ch->fail_code = code; }
                 ch->fail_count++;
