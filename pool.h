@@ -855,10 +855,12 @@ POOL_DEF int pool_batch_run(pool_batch_t *b);
  * look at jobs first: a map's caller waits for it, futures are asynchronous.
  *
  * LOCK ORDER: pool.mu, then nothing (user code never runs under a pool lock);
- * fq_lock and free_lock are only ever tried, never waited for.
- * The future free list is a Treiber stack: pushes (pool_future_free, from any
- * thread) are a CAS, pops happen only under free_lock (tried; when it is held the
- * submitter allocates), so no two pops race and the ABA problem cannot arise.
+ * fq_lock and free_lock are only ever tried, never waited for (pool_destroy and
+ * pool_terminate excepted, which wait for a holder that is never long).
+ * Finished futures go to a shared Treiber stack (a CAS per push), or, freed by a
+ * non-worker while nobody allocates, straight to free_mine, the private list of
+ * whoever holds free_lock. The allocator takes the whole shared stack at once with
+ * an exchange: there are no single pops, so the ABA problem cannot arise.
  *
  * Wake-ups: a submitter signals work_cv only if a worker sleeps and none spins
  * (`sleepers`, `spinners`, seq_cst against the push, as the waiters below); an
