@@ -886,8 +886,8 @@ POOL_DEF int pool_batch_run(pool_batch_t *b);
  * through a free list, so apply_async does not allocate in the steady state and
  * takes no lock. A future outlives its pool:
  * pool_destroy leaves the pool's core to the last pool_future_free (`live` counts
- * futures handed out; its top bit says the pool was destroyed; whoever brings it
- * to "destroyed and zero" frees the core).
+ * futures in existence, recycled ones included; its top bit says the pool was
+ * destroyed; whoever brings it to "destroyed and zero" frees the core).
  *
  * Deadlock freedom: a thread that waits for a future first takes the future itself
  * out of the queue and runs it; a pool worker that waits also runs any queued item
@@ -906,6 +906,9 @@ enum { POOL__OPEN = 0, POOL__CLOSED = 1, POOL__TERMINATED = 2 };
 enum { POOL__JOB_MAP = 1, POOL__JOB_FOR = 2, POOL__JOB_IMAP = 3 };
 enum { POOL__SLOT_FREE = 0, POOL__SLOT_RUNNING = 1, POOL__SLOT_DONE = 2 };
 
+#ifndef POOL__TEST_HOOK /* tests widen race windows with it; nothing otherwise */
+#define POOL__TEST_HOOK(point, future) ((void)0)
+#endif
 #define POOL__INLINE 64 /* bytes of argument + result kept inside a future */
 #define POOL__FREE_MAX 4096 /* futures kept for reuse at most */
 #define POOL__BATCH 8       /* futures a worker takes at once from a long queue */
@@ -982,6 +985,11 @@ typedef struct pool__worker {
     int index;
     pthread_t thread;
     int started;              /* pthread_create succeeded */
+    /* futures this worker took at once from a backlog (only it touches them): a
+     * task of it that waits without a time limit runs them, so none is stuck
+     * behind a wait that needs it */
+    struct pool__item *batch[POOL__BATCH];
+    int bpos, bn;
     /* single writer (this worker), atomic reads: */
     uint64_t completed, failed;
     char pad[SHMQ__CACHELINE];
@@ -1733,6 +1741,15 @@ static void pool__run_taken(pool_t *p, pool__take *t)
     else pool__job_run_chunk(p, (pool__job *)t->item, t->chunk, t->slot);
 }
 
+/* Runs the next future of this worker's batch: 0 when there is none. */
+static int pool__run_own_batch(pool__worker *w)
+{
+    if (w->bpos >= w->bn) return 0;
+    pool__future_take_and_run((pool_future_t *)w->batch[w->bpos++]); /* consumed first: a
+                                                                         * wait inside it may run the rest */
+    return 1;
+}
+
 /* >>impl-worker */
 static void pool__set_thread_name(const char *prefix, int index)
 {
@@ -1781,8 +1798,7 @@ static void *pool__worker_main(void *arg)
     while (!p->go) pthread_cond_wait(&p->work_cv, &p->mu);
     pthread_mutex_unlock(&p->mu);
     for (;;) {
-        pool__item *batch[POOL__BATCH];
-        int nb, k;
+        int nb;
         if (shmq__load(&p->jlen, SHMQ__ACQUIRE) > 0) {
             int got;
             pthread_mutex_lock(&p->mu);
@@ -1792,10 +1808,12 @@ static void *pool__worker_main(void *arg)
         }
         /* with a backlog of futures, take a few at once (a fair share) */
         nb = (int)(pool__fq_len(p) / (uint64_t)(p->nworkers + 1));
-        nb = pool__fq_take(p, batch, nb < 1 ? 1 : nb > POOL__BATCH ? POOL__BATCH : nb);
+        nb = pool__fq_take(p, w->batch, nb < 1 ? 1 : nb > POOL__BATCH ? POOL__BATCH : nb);
         if (nb > 0) {
             if (pool__fq_busy(p)) pool__wake_one(p); /* more queued: pass the word on */
-            for (k = 0; k < nb; k++) pool__future_take_and_run((pool_future_t *)batch[k]);
+            w->bpos = 0;
+            w->bn = nb;
+            while (pool__run_own_batch(w)) {}
             stuck = 0;
             continue;
         }
@@ -2021,10 +2039,14 @@ static int pool__submit(pool_t *p, pool_fn fn, const void *arg, size_t arg_size,
 {
     pool_future_t *f;
     size_t arg_room, need;
-    uint32_t refs = out ? 2u : 1u; /* the user's and the queue's */
+    uint32_t refs;
     int rc;
     if (!p || !fn || (arg_size && !arg)) return POOL_EINVAL;
     if ((rc = pool__check_open(p)) != POOL_OK) return rc;
+    /* the queue's reference, and the user's; a thread pool's submitter keeps one
+     * even without a handle until it is done with f: once f is in the queue, a
+     * taker may run it, drop its own reference and recycle it */
+    refs = out || !p->proc ? 2u : 1u;
     arg_room = (arg_size + POOL__ALIGN - 1) & ~(size_t)(POOL__ALIGN - 1);
     if (arg_room < arg_size || arg_room + result_size < arg_room) return POOL_EOVERFLOW;
     need = arg_room + result_size;
@@ -2046,18 +2068,21 @@ static int pool__submit(pool_t *p, pool_fn fn, const void *arg, size_t arg_size,
     }
     pool__fq_push(p, &f->item);
     shmq__fetch_add(&p->fq_pushed, 1u, SHMQ__RELAXED);
+    POOL__TEST_HOOK(1, f);
     if (shmq__load(&p->state, SHMQ__SEQ_CST) != POOL__OPEN) {
         /* closed meanwhile: take it back unless a worker already has it (the
          * queue's entry is dropped by whoever takes it, or by pool_destroy) */
         uint32_t expected = POOL__F_QUEUED;
         if (shmq__cas(&f->state, &expected, (uint32_t)POOL__F_RUNNING)) {
-            if (out) shmq__fetch_sub(&f->refs, 1u, SHMQ__RELAXED); /* not handed out */
+            POOL__TEST_HOOK(2, f);
             shmq__fetch_sub(&p->st_submitted, 1u, SHMQ__RELAXED); /* fq_pushed counted it */
+            pool__future_unref(f); /* ours: it is not handed out */
             return POOL_ECLOSED;
         }
     }
     pool__wake_one(p);
     if (out) *out = f;
+    else pool__future_unref(f);
     return POOL_OK;
 }
 
@@ -2123,10 +2148,11 @@ static int pool__future_wait(pool_future_t *f, int timeout_ms)
     if (p->proc) return pool__proc_future_wait(f, timeout_ms);
     for (;;) {
         pool__take t;
+        t.item = NULL;
         if (shmq__load(&f->state, SHMQ__ACQUIRE) == POOL__F_DONE) return POOL_OK;
         if (timeout_ms < 0 && pool__claim_own(f)) continue;
-        if (in_worker && timeout_ms < 0 && pool__take_next(p, &t)) {
-            pool__run_taken(p, &t);
+        if (in_worker && timeout_ms < 0 && (pool__run_own_batch(pool__self) || pool__take_next(p, &t))) {
+            if (t.item) pool__run_taken(p, &t);
             continue;
         }
         if (timeout_ms == 0) return POOL_ETIMEDOUT;
@@ -2266,6 +2292,7 @@ static int pool__wait_set(pool_future_t *const *fs, size_t n, int timeout_ms, si
         }
         if (timeout_ms < 0 && pool__self && pool__self->pool == p) { /* a waiting worker keeps working */
             pool__take t;
+            if (pool__run_own_batch(pool__self)) continue;
             if (pool__take_next(p, &t)) { pool__run_taken(p, &t); continue; }
         }
         if (timeout_ms == 0) return POOL_ETIMEDOUT;

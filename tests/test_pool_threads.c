@@ -1,4 +1,25 @@
 /* Thread pool: results, ordering, errors, timeouts, lifecycle, resources. */
+#ifndef _DEFAULT_SOURCE
+#define _DEFAULT_SOURCE 1
+#endif
+#include <time.h>
+
+/* pool.h's test hook: a thread sleeps 50 ms when it passes a point of pool__submit
+ * whose bit it set in hook_points (1: just pushed; 2: took its future back after a
+ * close), which opens a race window wide enough to land in every time. */
+static __thread int hook_points;
+static int hook_hits;
+static volatile int *hook_release; /* set to 1 at point 2, if not NULL */
+static void hook_at(int point)
+{
+    struct timespec ts = {0, 50000000};
+    if (!(hook_points & (1 << point))) return;
+    __atomic_add_fetch(&hook_hits, 1, __ATOMIC_SEQ_CST);
+    if (point == 2 && hook_release) __atomic_store_n(hook_release, 1, __ATOMIC_SEQ_CST);
+    nanosleep(&ts, NULL);
+}
+#define POOL__TEST_HOOK(point, f) ((void)(f), hook_at(point))
+
 #define POOL_IMPLEMENTATION
 #include "pool.h"
 #include "test.h"
@@ -1016,6 +1037,153 @@ TEST(submit_racing_close_loses_nothing)
     }
 }
 
+/* Futures in existence that are not on a free list (white-box: after every handle
+ * was freed and the pool joined, this must be 0: none is lost in between). */
+static uint64_t futures_in_limbo(pool_t *p)
+{
+    uint64_t n = 0;
+    pool_future_t *f;
+    for (f = p->free_top; f; f = f->free_next) n++;
+    for (f = p->free_mine; f; f = f->free_next) n++;
+    return (shmq__load(&p->live, SHMQ__ACQUIRE) & ~POOL__RELEASED) - n;
+}
+
+static int gate_flag_task(const void *in, void *out, void *ctx)
+{
+    (void)in; (void)out;
+    while (!__atomic_load_n((volatile int *)ctx, __ATOMIC_ACQUIRE)) test_sleep_ms(1);
+    return 0;
+}
+
+static int answer_task(const void *in, void *out, void *ctx)
+{
+    (void)in; (void)ctx;
+    if (out) *(int *)out = 42;
+    return 0;
+}
+
+typedef struct hooked { pool_t *p; int with_handle, rc; } hooked;
+
+static void *hooked_submit(void *arg)
+{
+    hooked *h = (hooked *)arg;
+    pool_future_t *f = NULL;
+    hook_points = h->with_handle ? (1 << 1) | (1 << 2) : 1 << 1;
+    if (h->with_handle) {
+        h->rc = pool_apply_async(h->p, answer_task, NULL, 0, 0, NULL, &f);
+        if (f) pool_future_free(f);
+    } else {
+        h->rc = pool_submit(h->p, answer_task, NULL, 0, NULL);
+    }
+    return NULL;
+}
+
+/* A pool_submit whose push is followed by a close must not touch its future
+ * afterwards unless it still holds it: here a backpressured submitter runs that
+ * future and gets the same memory back for its own apply_async; the first
+ * submitter, waking after the close, once took that future "back", so it never
+ * completed. */
+TEST(submit_racing_close_never_takes_another_future)
+{
+    pool_t *p;
+    pool_config c = {0};
+    pthread_t th;
+    hooked h;
+    pool_future_t *y = NULL;
+    volatile int gate = 0;
+    int r = 0;
+    c.workers = 1;
+    c.spin_us = -1;
+    c.max_queued = 1; /* so that our apply_async runs the racing submitter's task */
+    REQUIRE(pool_create(&p, &c) == POOL_OK);
+    REQUIRE(pool_submit(p, gate_flag_task, NULL, 0, (void *)&gate) == POOL_OK);
+    test_sleep_ms(5); /* the worker is in the gate */
+    h.p = p; h.with_handle = 0; h.rc = -1;
+    REQUIRE(pthread_create(&th, NULL, hooked_submit, &h) == 0);
+    test_sleep_ms(10); /* it pushed, and sleeps at hook point 1 */
+    CHECK_EQ(pool_apply_async(p, answer_task, NULL, 0, sizeof r, NULL, &y), POOL_OK);
+    CHECK_EQ(pool_close(p), POOL_OK);
+    pthread_join(th, NULL);
+    CHECK(h.rc == POOL_OK || h.rc == POOL_ECLOSED);
+    __atomic_store_n(&gate, 1, __ATOMIC_RELEASE);
+    /* a timed get only waits: the worker must run y */
+    CHECK_EQ(pool_future_wait(y, 5000), POOL_OK);
+    CHECK_EQ(pool_future_get(y, &r, 0), POOL_OK);
+    CHECK_EQ(r, 42);
+    pool_future_free(y);
+    CHECK_EQ(pool_join(p), POOL_OK);
+    CHECK_EQ(futures_in_limbo(p), 0);
+    pool_destroy(p);
+}
+
+/* An apply_async that takes its future back after a close while a worker drops
+ * the queue's entry at the same moment: the future is recycled exactly once
+ * (a leaked future kept the whole pool's memory alive after pool_destroy). */
+TEST(apply_async_racing_close_leaks_nothing)
+{
+    pool_t *p;
+    pool_config c = {0};
+    pthread_t th;
+    hooked h;
+    volatile int gate = 0;
+    c.workers = 1;
+    c.spin_us = -1;
+    REQUIRE(pool_create(&p, &c) == POOL_OK);
+    REQUIRE(pool_submit(p, gate_flag_task, NULL, 0, (void *)&gate) == POOL_OK);
+    test_sleep_ms(5);
+    hook_release = &gate; /* at point 2 the worker leaves the gate and drops our entry */
+    h.p = p; h.with_handle = 1; h.rc = -1;
+    REQUIRE(pthread_create(&th, NULL, hooked_submit, &h) == 0);
+    test_sleep_ms(10);
+    CHECK_EQ(pool_close(p), POOL_OK);
+    pthread_join(th, NULL);
+    hook_release = NULL;
+    __atomic_store_n(&gate, 1, __ATOMIC_RELEASE);
+    CHECK(h.rc == POOL_OK || h.rc == POOL_ECLOSED);
+    CHECK_EQ(pool_join(p), POOL_OK);
+    CHECK_EQ(futures_in_limbo(p), 0);
+    pool_destroy(p);
+}
+
+/* A task that waits (without a time limit) for any of a set of futures that sits
+ * in its own worker's batch (taken with it from a backlog, so no other thread can
+ * see it) runs it itself, as pool_future_get would. It used to sleep for good. */
+static pool_future_t *volatile batched_b;
+static int wait_any_task(const void *in, void *out, void *ctx)
+{
+    pool_future_t *fs[1];
+    size_t which = 99;
+    int rc;
+    (void)in; (void)out; (void)ctx;
+    fs[0] = batched_b;
+    rc = pool_wait_any(fs, 1, -1, &which);
+    return rc == POOL_OK && which == 0 && pool_future_ready(fs[0]) ? 0 : 1;
+}
+
+TEST(wait_any_in_a_task_runs_a_batched_future)
+{
+    pool_t *p;
+    pool_config c = {0};
+    pool_future_t *a, *b, *more[4];
+    volatile int gate = 0;
+    int i;
+    c.workers = 1;
+    REQUIRE(pool_create(&p, &c) == POOL_OK);
+    REQUIRE(pool_submit(p, gate_flag_task, NULL, 0, (void *)&gate) == POOL_OK);
+    test_sleep_ms(5); /* the worker is in the gate: a backlog builds up behind it */
+    REQUIRE(pool_apply_async(p, wait_any_task, NULL, 0, 0, NULL, &a) == POOL_OK);
+    REQUIRE(pool_apply_async(p, answer_task, NULL, 0, sizeof(int), NULL, &b) == POOL_OK);
+    batched_b = b;
+    for (i = 0; i < 4; i++) REQUIRE(pool_apply_async(p, answer_task, NULL, 0, sizeof(int), NULL, &more[i]) == POOL_OK);
+    __atomic_store_n(&gate, 1, __ATOMIC_RELEASE);
+    CHECK_EQ(pool_future_wait(a, 5000), POOL_OK); /* a timed wait never runs a or b itself */
+    CHECK_EQ(pool_future_get(a, NULL, 0), 0);
+    pool_future_free(a);
+    pool_future_free(b);
+    for (i = 0; i < 4; i++) pool_future_free(more[i]);
+    pool_destroy(p);
+}
+
 TEST(strerror_covers_every_code)
 {
     CHECK(strcmp(pool_strerror(POOL_OK), "success") == 0);
@@ -1165,6 +1333,9 @@ int main(int argc, char **argv)
     RUN(many_submitters_stress);
     RUN(fire_and_forget_from_many_threads_loses_nothing);
     RUN(submit_racing_close_loses_nothing);
+    RUN(submit_racing_close_never_takes_another_future);
+    RUN(apply_async_racing_close_leaks_nothing);
+    RUN(wait_any_in_a_task_runs_a_batched_future);
     RUN(strerror_covers_every_code);
     RUN(timed_get_never_runs_the_task);
     RUN(callback_races_completion_exactly_once);
