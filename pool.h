@@ -2142,7 +2142,7 @@ static int pool__future_wait(pool_future_t *f, int timeout_ms)
     pool_t *p = f->pool;
     double end = timeout_ms > 0 ? pool__now_ms() + timeout_ms : 0;
     int in_worker = pool__self && pool__self->pool == p;
-    int spun = 0;
+    int spun = 0, slept = 0;
     if (shmq__load(&f->state, SHMQ__ACQUIRE) == POOL__F_DONE) return POOL_OK;
     if (pool__forked(p)) return POOL_EFORKED;
     if (p->proc) return pool__proc_future_wait(f, timeout_ms);
@@ -2185,12 +2185,17 @@ static int pool__future_wait(pool_future_t *f, int timeout_ms)
             } else {
                 pool__cond_wait(&p->done_cv, &p->mu, NULL);
             }
+            slept = 1;
         }
         shmq__fetch_sub(&p->done_waiters, 1u, SHMQ__SEQ_CST);
         pthread_mutex_unlock(&p->mu);
         if (timeout_ms > 0 && pool__now_ms() >= end &&
             shmq__load(&f->state, SHMQ__ACQUIRE) != POOL__F_DONE)
             return POOL_ETIMEDOUT;
+        /* not slept: queued work that cannot be taken yet (a taker or a pusher is
+         * between two steps, perhaps preempted): let it run */
+        if (!slept && shmq__load(&f->state, SHMQ__ACQUIRE) != POOL__F_DONE) sched_yield();
+        slept = 0;
     }
 }
 
