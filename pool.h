@@ -2122,14 +2122,21 @@ static void pool__fq_drop_stale(pool_t *p)
     for (k = 0; k < n; k++) pool__future_unref((pool_future_t *)stale[k]);
 }
 
-/* Claims f if it is still queued: 1 if this thread ran it. */
+/* Claims f if it is still queued: 1 if this thread ran it (or cancelled it: the
+ * pool was terminated, and a worker had it in its batch). */
 static int pool__claim_own(pool_future_t *f)
 {
+    pool_t *p = f->pool;
     uint32_t expected = POOL__F_QUEUED;
     if (shmq__load(&f->state, SHMQ__RELAXED) != POOL__F_QUEUED) return 0;
     if (!shmq__cas(&f->state, &expected, (uint32_t)POOL__F_RUNNING)) return 0;
+    if (shmq__load(&p->state, SHMQ__ACQUIRE) == POOL__TERMINATED) {
+        shmq__fetch_add(&p->st_cancelled, 1u, SHMQ__RELAXED);
+        pool__future_complete(f, POOL_ECANCELLED, 0);
+        return 1;
+    }
     pool__future_run(f); /* the caller's own reference keeps f alive */
-    pool__fq_drop_stale(f->pool);
+    pool__fq_drop_stale(p);
     return 1;
 }
 

@@ -34,6 +34,14 @@ static int square(const void *in, void *out, void *ctx)
     return 0;
 }
 
+/* a task that waits until *(int *)ctx is set */
+static int gate_flag_task(const void *in, void *out, void *ctx)
+{
+    (void)in; (void)out;
+    while (!__atomic_load_n((volatile int *)ctx, __ATOMIC_ACQUIRE)) test_sleep_ms(1);
+    return 0;
+}
+
 static long *iota(size_t n)
 {
     long *a = (long *)malloc(n * sizeof *a);
@@ -631,6 +639,45 @@ TEST(terminate_cancels_pending)
     pool_destroy(p);
 }
 
+/* Futures a worker took in its batch while it runs a long task are still queued
+ * when pool_terminate returns: a waiter that claims one then must cancel it, not
+ * run it (the pool was terminated). */
+static int ran_after_terminate;
+static int mark_ran(const void *in, void *out, void *ctx)
+{
+    (void)in; (void)out; (void)ctx;
+    __atomic_add_fetch(&ran_after_terminate, 1, __ATOMIC_SEQ_CST);
+    return 0;
+}
+
+TEST(terminate_cancels_futures_in_a_worker_batch)
+{
+    pool_t *p;
+    pool_config c = {0};
+    pool_future_t *first, *second, *fs[8];
+    volatile int gate1 = 0, gate2 = 0;
+    int i;
+    c.workers = 1;
+    REQUIRE(pool_create(&p, &c) == POOL_OK);
+    REQUIRE(pool_apply_async(p, gate_flag_task, NULL, 0, 0, (void *)&gate1, &first) == POOL_OK);
+    test_sleep_ms(5); /* the worker holds `first`; a backlog builds up behind it */
+    REQUIRE(pool_apply_async(p, gate_flag_task, NULL, 0, 0, (void *)&gate2, &second) == POOL_OK);
+    for (i = 0; i < 8; i++) REQUIRE(pool_apply_async(p, mark_ran, NULL, 0, 0, NULL, &fs[i]) == POOL_OK);
+    __atomic_store_n(&gate1, 1, __ATOMIC_RELEASE); /* it takes `second` with a batch behind it */
+    CHECK_EQ(pool_future_wait(first, 2000), POOL_OK);
+    test_sleep_ms(5);
+    CHECK_EQ(pool_terminate(p), POOL_OK);
+    for (i = 0; i < 8; i++) CHECK_EQ(pool_future_get(fs[i], NULL, -1), POOL_ECANCELLED);
+    CHECK_EQ(__atomic_load_n(&ran_after_terminate, __ATOMIC_SEQ_CST), 0);
+    __atomic_store_n(&gate2, 1, __ATOMIC_RELEASE);
+    CHECK_EQ(pool_join(p), POOL_OK);
+    CHECK_EQ(__atomic_load_n(&ran_after_terminate, __ATOMIC_SEQ_CST), 0);
+    pool_future_free(first);
+    pool_future_free(second);
+    for (i = 0; i < 8; i++) pool_future_free(fs[i]);
+    pool_destroy(p);
+}
+
 TEST(futures_outlive_the_pool)
 {
     pool_t *p;
@@ -1048,13 +1095,6 @@ static uint64_t futures_in_limbo(pool_t *p)
     return (shmq__load(&p->live, SHMQ__ACQUIRE) & ~POOL__RELEASED) - n;
 }
 
-static int gate_flag_task(const void *in, void *out, void *ctx)
-{
-    (void)in; (void)out;
-    while (!__atomic_load_n((volatile int *)ctx, __ATOMIC_ACQUIRE)) test_sleep_ms(1);
-    return 0;
-}
-
 static int answer_task(const void *in, void *out, void *ctx)
 {
     (void)in; (void)ctx;
@@ -1323,6 +1363,7 @@ int main(int argc, char **argv)
     RUN(map_inside_a_task);
     RUN(close_join_semantics);
     RUN(terminate_cancels_pending);
+    RUN(terminate_cancels_futures_in_a_worker_batch);
     RUN(futures_outlive_the_pool);
     RUN(parallel_for);
     RUN(progress_callback);
