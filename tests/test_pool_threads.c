@@ -1224,6 +1224,39 @@ TEST(wait_any_in_a_task_runs_a_batched_future)
     pool_destroy(p);
 }
 
+/* Blocking tasks submitted in a burst spread over every worker, whether the
+ * workers were asleep or still spinning when the burst came (the wake-up rules
+ * skip the signal while a worker spins). Four 100 ms sleeps on four workers take
+ * ~100 ms; in series they would take 400. */
+static int sleep_100ms(const void *in, void *out, void *ctx)
+{
+    (void)in; (void)out; (void)ctx;
+    test_sleep_ms(100);
+    return 0;
+}
+
+TEST(a_burst_of_blocking_tasks_uses_every_worker)
+{
+    pool_t *p;
+    pool_config c = {0};
+    int round, k;
+    c.workers = 4;
+    REQUIRE(pool_create(&p, &c) == POOL_OK);
+    for (round = 0; round < 4; round++) {
+        pool_future_t *f[4];
+        double t0;
+        test_sleep_ms(round % 2 ? 0 : 30); /* asleep after 30 ms; spinning right after a burst */
+        t0 = test_now_ms();
+        for (k = 0; k < 4; k++) REQUIRE(pool_apply_async(p, sleep_100ms, NULL, 0, 0, NULL, &f[k]) == POOL_OK);
+        for (k = 0; k < 4; k++) {
+            CHECK_EQ(pool_future_wait(f[k], 5000), POOL_OK); /* timed: the waiter runs none */
+            pool_future_free(f[k]);
+        }
+        CHECK(test_now_ms() - t0 < 300);
+    }
+    pool_destroy(p);
+}
+
 TEST(strerror_covers_every_code)
 {
     CHECK(strcmp(pool_strerror(POOL_OK), "success") == 0);
@@ -1377,6 +1410,7 @@ int main(int argc, char **argv)
     RUN(submit_racing_close_never_takes_another_future);
     RUN(apply_async_racing_close_leaks_nothing);
     RUN(wait_any_in_a_task_runs_a_batched_future);
+    RUN(a_burst_of_blocking_tasks_uses_every_worker);
     RUN(strerror_covers_every_code);
     RUN(timed_get_never_runs_the_task);
     RUN(callback_races_completion_exactly_once);
