@@ -34,14 +34,6 @@ static int square(const void *in, void *out, void *ctx)
     return 0;
 }
 
-/* a task that waits until *(int *)ctx is set */
-static int gate_flag_task(const void *in, void *out, void *ctx)
-{
-    (void)in; (void)out;
-    while (!__atomic_load_n((volatile int *)ctx, __ATOMIC_ACQUIRE)) test_sleep_ms(1);
-    return 0;
-}
-
 static long *iota(size_t n)
 {
     long *a = (long *)malloc(n * sizeof *a);
@@ -655,21 +647,21 @@ TEST(terminate_cancels_futures_in_a_worker_batch)
     pool_t *p;
     pool_config c = {0};
     pool_future_t *first, *second, *fs[8];
-    volatile int gate1 = 0, gate2 = 0;
+    int gate1[2] = {0, 0}, gate2[2] = {0, 0};
     int i;
     c.workers = 1;
     REQUIRE(pool_create(&p, &c) == POOL_OK);
-    REQUIRE(pool_apply_async(p, gate_flag_task, NULL, 0, 0, (void *)&gate1, &first) == POOL_OK);
-    test_sleep_ms(5); /* the worker holds `first`; a backlog builds up behind it */
-    REQUIRE(pool_apply_async(p, gate_flag_task, NULL, 0, 0, (void *)&gate2, &second) == POOL_OK);
+    REQUIRE(pool_apply_async(p, gate_wait, NULL, 0, 0, gate1, &first) == POOL_OK);
+    wait_started(gate1); /* the worker holds `first`; a backlog builds up behind it */
+    REQUIRE(pool_apply_async(p, gate_wait, NULL, 0, 0, gate2, &second) == POOL_OK);
     for (i = 0; i < 8; i++) REQUIRE(pool_apply_async(p, mark_ran, NULL, 0, 0, NULL, &fs[i]) == POOL_OK);
-    __atomic_store_n(&gate1, 1, __ATOMIC_RELEASE); /* it takes `second` with a batch behind it */
+    __atomic_store_n(&gate1[0], 1, __ATOMIC_RELEASE); /* it takes `second` with a batch behind it */
+    wait_started(gate2);
     CHECK_EQ(pool_future_wait(first, 2000), POOL_OK);
-    test_sleep_ms(5);
     CHECK_EQ(pool_terminate(p), POOL_OK);
     for (i = 0; i < 8; i++) CHECK_EQ(pool_future_get(fs[i], NULL, -1), POOL_ECANCELLED);
     CHECK_EQ(__atomic_load_n(&ran_after_terminate, __ATOMIC_SEQ_CST), 0);
-    __atomic_store_n(&gate2, 1, __ATOMIC_RELEASE);
+    __atomic_store_n(&gate2[0], 1, __ATOMIC_RELEASE);
     CHECK_EQ(pool_join(p), POOL_OK);
     CHECK_EQ(__atomic_load_n(&ran_after_terminate, __ATOMIC_SEQ_CST), 0);
     pool_future_free(first);
@@ -1130,14 +1122,14 @@ TEST(submit_racing_close_never_takes_another_future)
     pthread_t th;
     hooked h;
     pool_future_t *y = NULL;
-    volatile int gate = 0;
+    int gate[2] = {0, 0};
     int r = 0;
     c.workers = 1;
     c.spin_us = -1;
     c.max_queued = 1; /* so that our apply_async runs the racing submitter's task */
     REQUIRE(pool_create(&p, &c) == POOL_OK);
-    REQUIRE(pool_submit(p, gate_flag_task, NULL, 0, (void *)&gate) == POOL_OK);
-    test_sleep_ms(5); /* the worker is in the gate */
+    REQUIRE(pool_submit(p, gate_wait, NULL, 0, gate) == POOL_OK);
+    wait_started(gate); /* the worker is in the gate */
     h.p = p; h.with_handle = 0; h.rc = -1;
     REQUIRE(pthread_create(&th, NULL, hooked_submit, &h) == 0);
     test_sleep_ms(10); /* it pushed, and sleeps at hook point 1 */
@@ -1145,7 +1137,7 @@ TEST(submit_racing_close_never_takes_another_future)
     CHECK_EQ(pool_close(p), POOL_OK);
     pthread_join(th, NULL);
     CHECK(h.rc == POOL_OK || h.rc == POOL_ECLOSED);
-    __atomic_store_n(&gate, 1, __ATOMIC_RELEASE);
+    __atomic_store_n(&gate[0], 1, __ATOMIC_RELEASE);
     /* a timed get only waits: the worker must run y */
     CHECK_EQ(pool_future_wait(y, 5000), POOL_OK);
     CHECK_EQ(pool_future_get(y, &r, 0), POOL_OK);
@@ -1165,20 +1157,20 @@ TEST(apply_async_racing_close_leaks_nothing)
     pool_config c = {0};
     pthread_t th;
     hooked h;
-    volatile int gate = 0;
+    int gate[2] = {0, 0};
     c.workers = 1;
     c.spin_us = -1;
     REQUIRE(pool_create(&p, &c) == POOL_OK);
-    REQUIRE(pool_submit(p, gate_flag_task, NULL, 0, (void *)&gate) == POOL_OK);
-    test_sleep_ms(5);
-    hook_release = &gate; /* at point 2 the worker leaves the gate and drops our entry */
+    REQUIRE(pool_submit(p, gate_wait, NULL, 0, gate) == POOL_OK);
+    wait_started(gate);
+    hook_release = &gate[0]; /* at point 2 the worker leaves the gate and drops our entry */
     h.p = p; h.with_handle = 1; h.rc = -1;
     REQUIRE(pthread_create(&th, NULL, hooked_submit, &h) == 0);
     test_sleep_ms(10);
     CHECK_EQ(pool_close(p), POOL_OK);
     pthread_join(th, NULL);
     hook_release = NULL;
-    __atomic_store_n(&gate, 1, __ATOMIC_RELEASE);
+    __atomic_store_n(&gate[0], 1, __ATOMIC_RELEASE);
     CHECK(h.rc == POOL_OK || h.rc == POOL_ECLOSED);
     CHECK_EQ(pool_join(p), POOL_OK);
     CHECK_EQ(futures_in_limbo(p), 0);
@@ -1205,17 +1197,17 @@ TEST(wait_any_in_a_task_runs_a_batched_future)
     pool_t *p;
     pool_config c = {0};
     pool_future_t *a, *b, *more[4];
-    volatile int gate = 0;
+    int gate[2] = {0, 0};
     int i;
     c.workers = 1;
     REQUIRE(pool_create(&p, &c) == POOL_OK);
-    REQUIRE(pool_submit(p, gate_flag_task, NULL, 0, (void *)&gate) == POOL_OK);
-    test_sleep_ms(5); /* the worker is in the gate: a backlog builds up behind it */
+    REQUIRE(pool_submit(p, gate_wait, NULL, 0, gate) == POOL_OK);
+    wait_started(gate); /* the worker is in the gate: a backlog builds up behind it */
     REQUIRE(pool_apply_async(p, wait_any_task, NULL, 0, 0, NULL, &a) == POOL_OK);
     REQUIRE(pool_apply_async(p, answer_task, NULL, 0, sizeof(int), NULL, &b) == POOL_OK);
     batched_b = b;
     for (i = 0; i < 4; i++) REQUIRE(pool_apply_async(p, answer_task, NULL, 0, sizeof(int), NULL, &more[i]) == POOL_OK);
-    __atomic_store_n(&gate, 1, __ATOMIC_RELEASE);
+    __atomic_store_n(&gate[0], 1, __ATOMIC_RELEASE);
     CHECK_EQ(pool_future_wait(a, 5000), POOL_OK); /* a timed wait never runs a or b itself */
     CHECK_EQ(pool_future_get(a, NULL, 0), 0);
     pool_future_free(a);
@@ -1228,18 +1220,12 @@ TEST(wait_any_in_a_task_runs_a_batched_future)
  * workers were asleep or still spinning when the burst came (the wake-up rules
  * skip the signal while a worker spins). Four 100 ms sleeps on four workers take
  * ~100 ms; in series they would take 400. */
-static int sleep_100ms(const void *in, void *out, void *ctx)
-{
-    (void)in; (void)out; (void)ctx;
-    test_sleep_ms(100);
-    return 0;
-}
-
 TEST(a_burst_of_blocking_tasks_uses_every_worker)
 {
     pool_t *p;
     pool_config c = {0};
     int round, k;
+    long ms = 100;
     c.workers = 4;
     REQUIRE(pool_create(&p, &c) == POOL_OK);
     for (round = 0; round < 4; round++) {
@@ -1247,7 +1233,7 @@ TEST(a_burst_of_blocking_tasks_uses_every_worker)
         double t0;
         test_sleep_ms(round % 2 ? 0 : 30); /* asleep after 30 ms; spinning right after a burst */
         t0 = test_now_ms();
-        for (k = 0; k < 4; k++) REQUIRE(pool_apply_async(p, sleep_100ms, NULL, 0, 0, NULL, &f[k]) == POOL_OK);
+        for (k = 0; k < 4; k++) REQUIRE(pool_apply_async(p, sleepy_square, &ms, sizeof ms, sizeof(long), NULL, &f[k]) == POOL_OK);
         for (k = 0; k < 4; k++) {
             CHECK_EQ(pool_future_wait(f[k], 5000), POOL_OK); /* timed: the waiter runs none */
             pool_future_free(f[k]);
