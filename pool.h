@@ -1444,17 +1444,21 @@ static int pool__take_job(pool_t *p, pool__take *t)
     return 0;
 }
 
+/* pool__take_job when the job list looks non-empty. Without mu. */
+static int pool__take_job_unlocked(pool_t *p, pool__take *t)
+{
+    int got;
+    if (shmq__load(&p->jlen, SHMQ__ACQUIRE) == 0) return 0;
+    pthread_mutex_lock(&p->mu);
+    got = pool__take_job(p, t);
+    pthread_mutex_unlock(&p->mu);
+    return got;
+}
+
 /* Takes the next runnable thing, jobs first. Without mu. */
 static int pool__take_next(pool_t *p, pool__take *t)
 {
-    if (shmq__load(&p->jlen, SHMQ__ACQUIRE) > 0) {
-        int got;
-        pthread_mutex_lock(&p->mu);
-        got = pool__take_job(p, t);
-        pthread_mutex_unlock(&p->mu);
-        if (got) return 1;
-    }
-    return pool__fq_take(p, &t->item, 1);
+    return pool__take_job_unlocked(p, t) || pool__fq_take(p, &t->item, 1);
 }
 
 /* 1 when either queue holds something. */
@@ -1637,12 +1641,22 @@ static void pool__count(pool_t *p, int code)
     }
 }
 
-/* Runs a future this thread has claimed (state RUNNING). */
-static void pool__future_run(pool_future_t *f)
+/* Runs a future this thread has claimed (state RUNNING), or cancels it if the
+ * pool was terminated meanwhile (it sat in a worker's batch, or was pushed just
+ * before): 1 if it ran. */
+static int pool__future_run(pool_future_t *f)
 {
-    int code = f->fn(f->arg, f->result, f->ctx);
-    pool__count(f->pool, code);
+    pool_t *p = f->pool;
+    int code;
+    if (shmq__load(&p->state, SHMQ__ACQUIRE) == POOL__TERMINATED) {
+        shmq__fetch_add(&p->st_cancelled, 1u, SHMQ__RELAXED);
+        pool__future_complete(f, POOL_ECANCELLED, 0);
+        return 0;
+    }
+    code = f->fn(f->arg, f->result, f->ctx);
+    pool__count(p, code);
     pool__future_complete(f, code, 0);
+    return 1;
 }
 
 /* A future taken off the queue: run it unless it was claimed or cancelled
@@ -1650,15 +1664,7 @@ static void pool__future_run(pool_future_t *f)
 static void pool__future_take_and_run(pool_future_t *f)
 {
     uint32_t expected = POOL__F_QUEUED;
-    if (shmq__cas(&f->state, &expected, (uint32_t)POOL__F_RUNNING)) {
-        pool_t *p = f->pool;
-        if (shmq__load(&p->state, SHMQ__ACQUIRE) == POOL__TERMINATED) {
-            shmq__fetch_add(&p->st_cancelled, 1u, SHMQ__RELAXED);
-            pool__future_complete(f, POOL_ECANCELLED, 0);
-        } else {
-            pool__future_run(f);
-        }
-    }
+    if (shmq__cas(&f->state, &expected, (uint32_t)POOL__F_RUNNING)) pool__future_run(f);
     pool__future_unref(f);
 }
 
@@ -1799,12 +1805,10 @@ static void *pool__worker_main(void *arg)
     pthread_mutex_unlock(&p->mu);
     for (;;) {
         int nb;
-        if (shmq__load(&p->jlen, SHMQ__ACQUIRE) > 0) {
-            int got;
-            pthread_mutex_lock(&p->mu);
-            got = pool__take_job(p, &t);
-            pthread_mutex_unlock(&p->mu);
-            if (got) { pool__run_taken(p, &t); stuck = 0; continue; }
+        if (pool__take_job_unlocked(p, &t)) {
+            pool__run_taken(p, &t);
+            stuck = 0;
+            continue;
         }
         /* with a backlog of futures, take a few at once (a fair share) */
         nb = (int)(pool__fq_len(p) / (uint64_t)(p->nworkers + 1));
@@ -2126,17 +2130,10 @@ static void pool__fq_drop_stale(pool_t *p)
  * pool was terminated, and a worker had it in its batch). */
 static int pool__claim_own(pool_future_t *f)
 {
-    pool_t *p = f->pool;
     uint32_t expected = POOL__F_QUEUED;
     if (shmq__load(&f->state, SHMQ__RELAXED) != POOL__F_QUEUED) return 0;
     if (!shmq__cas(&f->state, &expected, (uint32_t)POOL__F_RUNNING)) return 0;
-    if (shmq__load(&p->state, SHMQ__ACQUIRE) == POOL__TERMINATED) {
-        shmq__fetch_add(&p->st_cancelled, 1u, SHMQ__RELAXED);
-        pool__future_complete(f, POOL_ECANCELLED, 0);
-        return 1;
-    }
-    pool__future_run(f); /* the caller's own reference keeps f alive */
-    pool__fq_drop_stale(p);
+    if (pool__future_run(f)) pool__fq_drop_stale(f->pool); /* our reference keeps f alive */
     return 1;
 }
 
