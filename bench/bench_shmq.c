@@ -9,11 +9,17 @@
  *       (1->1), POSIX message queue, mutex+condvar ring.
  *
  *   usage: bench_shmq [--quick] [--w5 N] [--w6 N] [--reps N]
+ *          bench_shmq --w5-sleep | --w5-futex | --w5-spin [--pin] [--w5 N]
+ *            one W5 contender alone (for perf); --pin puts the two processes
+ *            on CPUs 0 and 1 (see pin_self)
  *   Full run: 100,000 round trips and 10,000,000 messages (the issue's sizes),
  *   each figure the best of 3 interleaved repetitions (5 for the short W5), as
  *   the machine is shared: the least disturbed run is the fairest figure.
  *   Every baseline is written here, in the same style, with no batching.
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* sched_setaffinity, for the pinned W5 runs */
+#endif
 #define SHMQ_IMPLEMENTATION
 #include "shm_queue.h"
 
@@ -31,6 +37,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <sys/syscall.h>
+#include <sched.h>
 
 #define MSG 64
 #define STOP 0xFF /* first byte of the message that tells a consumer to stop */
@@ -59,6 +66,28 @@ static void *shared_alloc(size_t n)
 static void shared_free_all(void)
 {
     while (g_nblocks > 0) shmq_block_close(g_blocks[--g_nblocks]);
+}
+
+/* W5 placement. Free (0): the scheduler places both processes; on a VM it
+ * often puts a ping-pong's two sleepers on one CPU (a wake-up is then a
+ * same-CPU switch, with no inter-processor interrupt), and how often depends
+ * on how long each side runs between its wake call and its own sleep. Apart
+ * (1): parent on CPU 0, child on CPU 1, so every wake-up crosses CPUs and the
+ * figures compare the protocols, not the placement. */
+static int g_pin;
+static cpu_set_t g_pin_saved;
+static void pin_self(int child)
+{
+    cpu_set_t s;
+    if (!g_pin) return;
+    if (!child) sched_getaffinity(0, sizeof g_pin_saved, &g_pin_saved);
+    CPU_ZERO(&s);
+    CPU_SET(child ? 1 : 0, &s);
+    sched_setaffinity(0, sizeof s, &s);
+}
+static void unpin_self(void)
+{
+    if (g_pin) sched_setaffinity(0, sizeof g_pin_saved, &g_pin_saved);
 }
 
 /* a start line so that process start-up is not measured */
@@ -298,6 +327,7 @@ static double w5_transport(transport *t, long rounds)
     pid = fork();
     if (pid == 0) {
         if (t->send == shmq_send) shmq_child_init(t);
+        pin_self(1);
         start_wait(sl);
         for (i = 0; i < rounds; i++) {
             t->recv(t, 0, m);
@@ -306,6 +336,7 @@ static double w5_transport(transport *t, long rounds)
         _exit(0);
     }
     if (t->send == shmq_send) shmq_child_init(t);
+    pin_self(0);
     t0 = start_release(sl, 1);
     for (i = 0; i < rounds; i++) {
         t->send(t, 0, m);
@@ -313,6 +344,7 @@ static double w5_transport(transport *t, long rounds)
     }
     t1 = now_s();
     reap(&pid, 1);
+    unpin_self();
     t->teardown(t);
     return (t1 - t0) / (double)rounds * 1e6;
 }
@@ -332,6 +364,7 @@ static double w5_futex(long rounds)
     *w = 0;
     pid = fork();
     if (pid == 0) {
+        pin_self(1);
         start_wait(sl);
         for (i = 0; i < rounds; i++) {
             while (__atomic_load_n(w, __ATOMIC_ACQUIRE) != 1) futex_(w, 0 /* WAIT */, 0);
@@ -340,6 +373,7 @@ static double w5_futex(long rounds)
         }
         _exit(0);
     }
+    pin_self(0);
     t0 = start_release(sl, 1);
     for (i = 0; i < rounds; i++) {
         __atomic_store_n(w, 1, __ATOMIC_RELEASE);
@@ -348,6 +382,7 @@ static double w5_futex(long rounds)
     }
     t1 = now_s();
     reap(&pid, 1);
+    unpin_self();
     return (t1 - t0) / (double)rounds * 1e6;
 }
 
@@ -362,6 +397,7 @@ static double w5_spin(long rounds)
     *w = 0;
     pid = fork();
     if (pid == 0) {
+        pin_self(1);
         start_wait(sl);
         for (i = 0; i < rounds; i++) {
             while (__atomic_load_n(w, __ATOMIC_ACQUIRE) != 1) shmq__cpu_relax();
@@ -369,6 +405,7 @@ static double w5_spin(long rounds)
         }
         _exit(0);
     }
+    pin_self(0);
     t0 = start_release(sl, 1);
     for (i = 0; i < rounds; i++) {
         __atomic_store_n(w, 1, __ATOMIC_RELEASE);
@@ -376,6 +413,7 @@ static double w5_spin(long rounds)
     }
     t1 = now_s();
     reap(&pid, 1);
+    unpin_self();
     return (t1 - t0) / (double)rounds * 1e6;
 }
 
@@ -459,6 +497,8 @@ int main(int argc, char **argv)
             profile = 4; /* shmq W5 with sleeping waiters only, for perf */
         } else if (strcmp(argv[i], "--w5-futex") == 0) {
             profile = 5; /* the raw futex W5 only, for perf */
+        } else if (strcmp(argv[i], "--pin") == 0) {
+            g_pin = 1; /* the W5-only modes, pinned apart */
         } else if (strcmp(argv[i], "--w5") == 0 && i + 1 < argc) {
             w5 = atol(argv[++i]);
         } else if (strcmp(argv[i], "--w6") == 0 && i + 1 < argc) {
@@ -467,7 +507,7 @@ int main(int argc, char **argv)
             reps = atoi(argv[++i]);
             if (reps < 1) reps = 1;
         } else {
-            fprintf(stderr, "usage: %s [--quick] [--w5 N] [--w6 N] [--reps N] [--profile | --w5-spin | --w5-sleep | --w5-futex]\n",
+            fprintf(stderr, "usage: %s [--quick] [--w5 N] [--w6 N] [--reps N] [--profile | --w5-spin | --w5-sleep | --w5-futex [--pin]]\n",
                     argv[0]);
             return 2;
         }
