@@ -1119,9 +1119,14 @@ typedef struct pool__pslot {
     uint64_t in, out, codes; /* arena addresses (codes: per-element codes for imap, or 0) */
     uint64_t in_size, out_size;
     int64_t begin, end, chunk;
-    int64_t pad[3];
+    int64_t pad[4];    /* so that each chunk has a cache line of its own: a worker
+                        * stores its position for every element, and a neighbour
+                        * chunk's owner on the same line made that line bounce */
     pool__pchunk chunks[POOL__MAXCH];
 } pool__pslot;
+SHMQ__STATIC_ASSERT(pslot_chunks_aligned, offsetof(pool__pslot, chunks) % 64 == 0);
+SHMQ__STATIC_ASSERT(pslot_size_aligned, sizeof(pool__pslot) % 64 == 0);
+SHMQ__STATIC_ASSERT(pchunk_size, sizeof(pool__pchunk) == 64);
 
 typedef struct pool__ledger {  /* one per worker, 64 bytes */
     int32_t pid;
@@ -1146,6 +1151,8 @@ typedef struct pool__arena_hdr {
     uint64_t ring_tail;       /* atomic: the parent publishes */
     uint64_t ring[POOL__RING];/* (gen << 32) | slot */
 } pool__arena_hdr;
+/* the slots follow the header on a cache line boundary (the mapping is page aligned) */
+#define POOL__HDR_BYTES ((sizeof(pool__arena_hdr) + 63) & ~(size_t)63)
 
 typedef struct pool__blk { /* the 64 bytes before each arena block */
     uint64_t cls;   /* log2 of the block's size */
@@ -2923,7 +2930,7 @@ static int pool__arena_map(struct pool__proc *pp, size_t reserve)
     }
     pp->base = (unsigned char *)m;
     pp->reserve = reserve;
-    fixed = sizeof(pool__arena_hdr) + sizeof(pool__pslot) * POOL__NSLOTS;
+    fixed = POOL__HDR_BYTES + sizeof(pool__pslot) * POOL__NSLOTS;
     fixed = (fixed + 63) & ~(size_t)63;
     size0 = fixed + ((size_t)1 << 20);
     if (size0 > reserve || ftruncate(pp->memfd, (off_t)size0) != 0
@@ -2938,7 +2945,7 @@ static int pool__arena_map(struct pool__proc *pp, size_t reserve)
         return -1;
     }
     pp->hdr = (pool__arena_hdr *)(void *)pp->base;
-    pp->slots = (pool__pslot *)(void *)(pp->base + sizeof(pool__arena_hdr));
+    pp->slots = (pool__pslot *)(void *)(pp->base + POOL__HDR_BYTES);
     pp->hdr->a_size = size0;
     pp->hdr->a_top = fixed; /* the ledger comes first, placed by the caller */
     return 0;
@@ -2985,6 +2992,40 @@ static void pool__porphan_check(struct pool__proc *pp, double *next_check)
     if (getppid() != parent) _exit(0);
 }
 
+/* What pool__prun_elems needs of a map job, copied out of shared memory. */
+typedef struct pool__pelems {
+    pool_fn fn;
+    void *ctx;
+    size_t isz, osz;
+    int64_t *at; /* the chunk's position: names the element a dying worker was in */
+} pool__pelems;
+
+/* Runs map elements [i, e) from ip/op (codes: their codes, or NULL) up to the
+ * first that fails: returns e, or the failing element's index with *code set.
+ * A function of its own, with its values in locals, so that its loop keeps
+ * them in registers: inside the chunk's bookkeeping they were spilled to the
+ * stack and reloaded for every element. */
+static int64_t pool__prun_elems(const pool__pelems *a, const unsigned char *ip, unsigned char *op,
+                                int *codes, int64_t i, int64_t e, int *code)
+{
+    const pool_fn fn = a->fn;
+    void *const ctx = a->ctx;
+    const size_t isz = a->isz, osz = a->osz;
+    int64_t *const at = a->at;
+    for (; i < e; i++, ip += isz) {
+        int c;
+        shmq__store(at, i, SHMQ__RELAXED);
+        c = fn(ip, op, ctx);
+        if (op) op += osz;
+        if (codes) *codes++ = c;
+        if (c) {
+            *code = c;
+            return i;
+        }
+    }
+    return e;
+}
+
 static void pool__prun_chunk(pool_t *p, pool__pslot *s, uint32_t c, uint32_t gen, int w)
 {
 #if !SHMQ__LINUX
@@ -3007,23 +3048,32 @@ static void pool__prun_chunk(pool_t *p, pool__pslot *s, uint32_t c, uint32_t gen
         if (code) { ch->fail_index = b; ch->fail_code = code; ch->fail_count = 1; fails = 1; }
         ran = e - b;
     } else {
-        pool_fn fn;
-        memcpy(&fn, &s->fn, sizeof fn);
-        for (i = shmq__load(&ch->pos, SHMQ__RELAXED); i < e; i++) {
-            int code;
-            shmq__store(&ch->pos, i, SHMQ__RELAXED);
-            code = fn(in + (size_t)(i - s->begin) * s->in_size,
-                      s->out_size ? out + (size_t)(i - s->begin) * s->out_size : NULL, ctx);
-            if (codes) codes[i - s->begin] = code;
-            if (code) {
-                if (ch->fail_index < 0) { ch->fail_index = i; ch->fail_code = code; }
+        pool__pelems a;
+        const int64_t base = s->begin;
+        const int step = SHMQ__LINUX ? 64 : 16; /* elements between progress stores */
+        memcpy(&a.fn, &s->fn, sizeof a.fn);
+        a.ctx = ctx;
+        a.isz = s->in_size;
+        a.osz = s->out_size;
+        a.at = &ch->pos;
+        for (i = shmq__load(&ch->pos, SHMQ__RELAXED); i < e;) {
+            int64_t stop = e - i > step ? i + step : e, to;
+            int code = 0;
+            to = pool__prun_elems(&a, in + (size_t)(i - base) * a.isz,
+                                  a.osz ? out + (size_t)(i - base) * a.osz : NULL,
+                                  codes ? codes + (i - base) : NULL, i, stop, &code);
+            ran += to - i;
+            if (to < stop) { /* element `to` failed; its code is recorded, go on after it */
+                if (ch->fail_index < 0) { ch->fail_index = to; ch->fail_code = code; }
                 ch->fail_count++;
                 fails++;
+                ran++;
+                to++;
             }
-            ran++;
-            if ((ran & 63) == 0) shmq__store(&ch->ran, ran0 + ran, SHMQ__RELAXED); /* progress */
+            i = to;
+            shmq__store(&ch->ran, ran0 + ran, SHMQ__RELAXED); /* progress */
 #if !SHMQ__LINUX /* (on Linux, PR_SET_PDEATHSIG ends an orphan at once) */
-            if ((ran & 15) == 0) pool__porphan_check(pp, &next_check);
+            pool__porphan_check(pp, &next_check);
 #endif
         }
         shmq__store(&ch->ran, ran0 + ran, SHMQ__RELAXED);
