@@ -772,13 +772,14 @@ static int shmq__sys_futex_wait(uint32_t *addr, uint32_t expected, int64_t deadl
     r = syscall(SYS_futex, addr, SHMQ__FUTEX_WAIT_BITSET, expected,
                 deadline_ns >= 0 ? &ts : NULL, NULL, 0xFFFFFFFFu);
     if (r == -1 && errno == ETIMEDOUT) return SHMQ_ETIMEDOUT;
-    return 0; /* woken, value changed (EAGAIN), or a signal (EINTR): callers re-check */
+    if (r == -1 && errno == EAGAIN) return 1; /* the value had changed: no sleep */
+    return 0; /* woken, or a signal (EINTR): callers re-check */
 }
 #endif
 
 /* Sleeps while w->word == expected, until woken or the monotonic deadline
- * (ns, -1: none). Returns 0 (woken, changed, or spurious: re-check) or
- * SHMQ_ETIMEDOUT. */
+ * (ns, -1: none). Returns 0 (woken, or spurious), 1 (did not sleep: the word
+ * had already changed) or SHMQ_ETIMEDOUT; all but the timeout mean re-check. */
 static int shmq__wait_until(shmq__wait *w, uint32_t expected, int64_t deadline_ns)
 {
 #if SHMQ__LINUX
@@ -789,7 +790,7 @@ static int shmq__wait_until(shmq__wait *w, uint32_t expected, int64_t deadline_n
     if (deadline_ns >= 0 && now >= deadline_ns) return SHMQ_ETIMEDOUT;
     if (shmq__load(&w->mode, SHMQ__RELAXED) != SHMQ__WAIT_SEM) {
         int64_t nap = 1000000; /* poll mode: nap 1 ms at most, then the caller re-checks */
-        if (shmq__load(&w->word, SHMQ__SEQ_CST) != expected) return 0;
+        if (shmq__load(&w->word, SHMQ__SEQ_CST) != expected) return 1;
         if (deadline_ns >= 0 && deadline_ns - now < nap) nap = deadline_ns - now;
         shmq__sleep_ns(nap);
         return 0;
@@ -801,7 +802,7 @@ static int shmq__wait_until(shmq__wait *w, uint32_t expected, int64_t deadline_n
         shmq__fetch_add(&w->nwait, 1u, SHMQ__SEQ_CST);
         if (shmq__load(&w->word, SHMQ__SEQ_CST) != expected) {
             shmq__fetch_sub(&w->nwait, 1u, SHMQ__SEQ_CST);
-            return 0;
+            return 1;
         }
         if (deadline_ns < 0) {
             r = sem_wait(sem);
@@ -852,7 +853,7 @@ static void shmq__futex_wake(shmq__wait *w, int n)
 }
 
 /* The form pool.h uses: sleeps while w->word == expected, at most timeout_ms
- * (-1: no limit). 0 (re-check) or SHMQ_ETIMEDOUT. */
+ * (-1: no limit). SHMQ_ETIMEDOUT, or anything else: re-check. */
 SHMQ__MAYBE_UNUSED static int shmq__futex_wait(shmq__wait *w, uint32_t expected, int timeout_ms)
 {
     return shmq__wait_until(w, expected, shmq__deadline(timeout_ms));
@@ -1738,7 +1739,10 @@ static void shmq__sleep_on(shmq_queue_t *q, shmq__spin *sp, shmq__wait *w, uint3
     uint32_t since, slept;
     int rc = shmq__wait_until(w, expected, deadline);
     sp->last = now = shmq__now_ns();
-    if (rc != 0 || shmq__load(&w->mode, SHMQ__RELAXED) == 3) return; /* poll mode: naps, not wakes */
+    /* no sample from a timeout, from a wait that never slept (the word had
+     * changed: counted, it taught the spin that sleeping costs nothing), or from
+     * poll mode (naps, not wakes) */
+    if (rc != 0 || shmq__load(&w->mode, SHMQ__RELAXED) == 3) return;
     since = (uint32_t)now - shmq__load(&w->woke_at, SHMQ__RELAXED);
     slept = (uint32_t)(now - before);
     if (since > slept || since >= SHMQ__WAKE_MAX_NS) return; /* not our wake-up */

@@ -443,6 +443,25 @@ TEST(timeouts)
     shmq_queue_close(q);
 }
 
+/* The adaptive spin learns what a sleep costs from the waits that slept. A wait
+ * whose word had already changed never slept and must say so: it used to look
+ * like a wake-up that cost nothing, which taught the spin to stop early. */
+TEST(a_wait_that_never_slept_says_so)
+{
+    shmq_queue_t *q;
+    shmq__wait *w;
+    uint32_t v;
+    int64_t t0;
+    REQUIRE(shmq_queue_create(&q, NULL, 2 * 16, 16, 0) == 0);
+    w = &q->h->not_empty;
+    v = shmq__load(&w->word, SHMQ__RELAXED);
+    CHECK_EQ(shmq__wait_until(w, v + 2u, -1), 1); /* the word is not v + 2: no sleep */
+    t0 = shmq__now_ns();
+    CHECK_EQ(shmq__wait_until(w, v, t0 + 20000000), SHMQ_ETIMEDOUT); /* it is v: a real sleep */
+    CHECK(shmq__now_ns() - t0 >= 19000000);
+    shmq_queue_close(q);
+}
+
 struct waiter_arg {
     shmq_queue_t *q;
     int push;
@@ -957,6 +976,7 @@ int main(int argc, char **argv)
     RUN(block_shared_with_child);
     RUN(sweep_removes_only_dead_creators);
     RUN(timeouts);
+    RUN(a_wait_that_never_slept_says_so);
     RUN(blocking_forever_is_woken);
     RUN(shutdown_wakes_every_waiter);
     RUN(threads_mpmc_exactly_once);
