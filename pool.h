@@ -3062,18 +3062,19 @@ static void pool__prun_chunk(pool_t *p, pool__pslot *s, uint32_t c, uint32_t gen
         pool_fn fn;
         const int64_t base = s->begin;
         const size_t isz = s->in_size, osz = s->out_size;
-        const int step = SHMQ__LINUX ? 256 : 16; /* elements between progress stores */
+        const int step = SHMQ__LINUX ? 64 : 16; /* elements between progress stores */
         memcpy(&fn, &s->fn, sizeof fn);
         for (i = shmq__load(&ch->pos, SHMQ__RELAXED); i < e;) {
             int64_t stop = e - i > step ? i + step : e, to;
             int code = 0;
+            /* imap: a code per element. Zeros first, for the whole step: if we die
+             * in it, the elements before ours succeeded, and the buffer still
+             * holds an earlier window's codes */
+            if (codes) memset(codes + (i - base), 0, (size_t)(stop - i) * sizeof *codes);
             to = pool__prun_elems(fn, ctx, in + (size_t)(i - base) * isz, isz,
                                   osz ? out + (size_t)(i - base) * osz : NULL, osz, i, stop,
                                   &ch->pos, &code);
-            if (codes) { /* imap: a code per element; all before `to` succeeded */
-                memset(codes + (i - base), 0, (size_t)(to - i) * sizeof *codes);
-                if (to < stop) codes[to - base] = code;
-            }
+            if (codes && to < stop) codes[to - base] = code;
             ran += to - i;
             if (to < stop) { /* element `to` failed; its code is recorded, go on after it */
                 if (ch->fail_index < 0) { ch->fail_index = to; ch->fail_code = code; }

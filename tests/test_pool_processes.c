@@ -4,7 +4,9 @@
 #include "test.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <pthread.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 
 static int square(const void *in, void *out, void *ctx)
@@ -777,6 +779,52 @@ TEST(iterator_outlives_close)
     }
 }
 
+/* An imap window that a worker's death cut short: the elements the worker ran
+ * before it died report success. The buffer of codes is reused from window to
+ * window, and the zeros of a step used to be written only once the step was
+ * done, so those elements reported the previous window's codes (7 here). */
+static int *g_killed; /* shared (mapped before the workers fork) */
+static int codes_then_die(const void *in, void *out, void *ctx)
+{
+    long i = *(const long *)in;
+    (void)ctx;
+    *(long *)out = i;
+    if (i < 300) return 7;
+    if (i == 450 && !__atomic_exchange_n(g_killed, 1, __ATOMIC_SEQ_CST)) raise(SIGKILL);
+    return 0;
+}
+TEST(imap_codes_after_a_death_mid_window)
+{
+    pool_t *p;
+    pool_map_opts o;
+    pool_iter_t *it;
+    long in[600], v;
+    size_t idx;
+    int rc, i, failed = 0, died = 0, wrong = 0;
+    g_killed = (int *)mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    REQUIRE(g_killed != (int *)MAP_FAILED);
+    *g_killed = 0;
+    p = make_pool(1, POOL_START_FORK);
+    REQUIRE(p != NULL);
+    for (i = 0; i < 600; i++) in[i] = i;
+    memset(&o, 0, sizeof o);
+    o.chunksize = 300; /* two windows of one chunk each, through one buffer */
+    o.max_inflight = 1;
+    REQUIRE(pool_imap(p, codes_then_die, in, sizeof *in, sizeof v, 600, &o, &it) == POOL_OK);
+    while ((rc = pool_iter_next(it, &v, &idx, 30000)) != POOL_EDONE && rc != POOL_ETIMEDOUT) {
+        if (idx < 300) failed += rc == 7;
+        else if (idx == 450) died += rc == POOL_EWORKERDIED;
+        else wrong += rc != POOL_OK;
+    }
+    CHECK_EQ(rc, POOL_EDONE);
+    CHECK_EQ(failed, 300);
+    CHECK_EQ(died, 1);
+    CHECK_EQ(wrong, 0);
+    pool_iter_free(it);
+    pool_destroy(p);
+    munmap(g_killed, 4096);
+}
+
 TEST(review_regressions)
 {
     int kind;
@@ -849,6 +897,7 @@ int main(int argc, char **argv)
     RUN(crashing_future);
     RUN(random_kills_during_a_long_map);
     RUN(imap_on_processes);
+    RUN(imap_codes_after_a_death_mid_window);
     RUN(futures_timeouts_wait_any_cancel);
     RUN(bad_input_and_calls_from_a_worker);
     RUN(initializer_and_max_tasks_per_child);
