@@ -1695,7 +1695,6 @@ static void pool__job_fail(pool__job *j, int64_t index, int code)
     /* every element still runs (as in Python): the rest of the map is not skipped */
 }
 
-/* Runs one chunk of a job outside the lock, then records it under mu. */
 /* The element loops of map, one per kind of pool: elements [i, e) from ip/op
  * up to the first that fails; returns e, or the failing element's index with
  * *code set. Functions of their own (POOL__HOT_LOOP), with every value in a
@@ -1738,6 +1737,7 @@ POOL__HOT_LOOP static int64_t pool__prun_elems(pool_fn fn, void *ctx, const unsi
     return e;
 }
 
+/* Runs one chunk of a job outside the lock, then records it under mu. */
 static void pool__job_run_chunk(pool_t *p, pool__job *j, uint64_t chunk, size_t slot)
 {
     int64_t b = j->begin + (int64_t)chunk * j->chunk;
