@@ -15,6 +15,7 @@
 #include <signal.h>
 #include <unistd.h>
 #include <time.h>
+#include <pthread.h>
 
 /* TEST_TSAN / TEST_ASAN: 1 when built with that sanitizer (some checks adapt) */
 #if defined(__SANITIZE_THREAD__)
@@ -127,7 +128,19 @@ static int test_count_dir(const char *path, const char *prefix)
 /* open fds of this process (the count includes none of opendir's own) */
 static int test_count_fds(void) { int n = test_count_dir("/proc/self/fd", NULL); return n < 0 ? n : n - 1; }
 /* threads of this process */
+static int test_base_threads = 1; /* before the first test: main and any sanitizer thread */
 static int test_count_threads(void) { return test_count_dir("/proc/self/task", NULL); }
+/* The thread count once it is `want`, or what it is after 5 s. A joined thread can
+ * still be listed for a moment: the kernel clears its tid (which is what
+ * pthread_join waits for) before it removes the task from /proc/self/task. A
+ * thread that really leaked stays, and the caller's check fails after 5 s. */
+static int test_threads_settle(int want)
+{
+    double t0 = test_now_ms();
+    int n;
+    while ((n = test_count_threads()) != want && test_now_ms() - t0 < 5000.0) test_sleep_ms(1);
+    return n;
+}
 /* names in /dev/shm starting with prefix */
 static int test_count_shm(const char *prefix) { return test_count_dir("/dev/shm", prefix); }
 /* children of this process, zombies included (reads /proc/PID/task/PID/children) */
@@ -173,14 +186,34 @@ static int test_list_children(int *out, int max)
     return n;
 }
 
+/* The threads a test program has when no test runs: main, and a sanitizer's
+ * thread (TSan starts one at the first pthread_create, so one is created and
+ * joined here first). The smallest count over 100 ms, since the joined thread
+ * may still be listed for a moment and nothing else starts a thread meanwhile. */
+static void *test__noop(void *arg) { return arg; }
+static int test__measure_base_threads(void)
+{
+    pthread_t t;
+    double t0;
+    int n, min;
+    if (pthread_create(&t, NULL, test__noop, NULL) == 0) pthread_join(t, NULL);
+    min = test_count_threads();
+    for (t0 = test_now_ms(); test_now_ms() - t0 < 100.0;) {
+        test_sleep_ms(1);
+        if ((n = test_count_threads()) < min) min = n;
+    }
+    return min;
+}
+
 /* Runs every registered test (or only those named on the command line). */
 static int test_run_all(int argc, char **argv)
 {
     int passed = 0, failed = 0, i, j;
     /* the resource counters are used by some test programs only */
-    (void)test_count_fds; (void)test_count_threads; (void)test_count_shm; (void)test_count_children;
+    (void)test_count_fds; (void)test_count_threads; (void)test_threads_settle; (void)test_count_shm; (void)test_count_children;
     (void)test_list_children; (void)test_cpu_ms; (void)test_sleep_ms;
     signal(SIGALRM, test_on_alarm);
+    test_base_threads = test__measure_base_threads();
     for (i = 0; i < test_count; i++) {
         int selected = argc <= 1;
         double t0;

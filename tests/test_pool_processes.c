@@ -437,7 +437,7 @@ TEST(fork_server_start_method)
 
 TEST(nothing_left_after_destroy)
 {
-    int fds0 = test_count_fds(), threads0 = test_count_threads(), shm0 = test_count_shm("ckit-pool"), k;
+    int fds0 = test_count_fds(), threads0 = test_threads_settle(test_base_threads), shm0 = test_count_shm("ckit-pool"), k;
     for (k = 0; k < 4; k++) {
         pool_t *p = make_pool(2, k % 2 ? POOL_START_FORKSERVER : POOL_START_FORK);
         long in[100], out[100];
@@ -453,7 +453,7 @@ TEST(nothing_left_after_destroy)
     }
     CHECK_EQ(test_list_children(NULL, 0), 0); /* no child, no zombie */
     CHECK_EQ(test_count_fds(), fds0);
-    CHECK_EQ(test_count_threads(), threads0);
+    CHECK_EQ(test_threads_settle(threads0), threads0);
     CHECK_EQ(test_count_shm("ckit-pool"), shm0); /* no shared-memory name left (memfd, or a name unlinked at once) */
 }
 

@@ -809,7 +809,7 @@ TEST(initializer_finalizer_worker_index)
     pool_t *p = NULL;
     pool_config c = {0};
     initlog il;
-    int in[64], out[64], i, threads0 = test_count_threads();
+    int in[64], out[64], i, threads0 = test_threads_settle(test_base_threads); /* no test leaves a thread */
     memset(&il, 0, sizeof il);
     memset(in, 0, sizeof in);
     il.fail_index = -1;
@@ -830,12 +830,12 @@ TEST(initializer_finalizer_worker_index)
     p = (pool_t *)&il;
     CHECK_EQ(pool_create(&p, &c), POOL_EINIT);
     CHECK(p == NULL);
-    CHECK_EQ(test_count_threads(), threads0);
+    CHECK_EQ(test_threads_settle(threads0), threads0);
 }
 
 TEST(no_threads_or_fds_left)
 {
-    int threads0 = test_count_threads(), fds0 = test_count_fds(), i;
+    int threads0 = test_threads_settle(test_base_threads), fds0 = test_count_fds(), i;
     for (i = 0; i < 20; i++) {
         pool_t *p;
         pool_config c = {0};
@@ -844,11 +844,11 @@ TEST(no_threads_or_fds_left)
         for (k = 0; k < 100; k++) in[k] = k;
         c.workers = 1 + i % 4;
         REQUIRE(pool_create(&p, &c) == POOL_OK);
-        CHECK_EQ(test_count_threads(), threads0 + c.workers);
+        CHECK_EQ(test_threads_settle(threads0 + c.workers), threads0 + c.workers);
         CHECK_EQ(pool_map(p, square, in, sizeof *in, out, sizeof *out, 100, NULL), POOL_OK);
         pool_destroy(p);
     }
-    CHECK_EQ(test_count_threads(), threads0);
+    CHECK_EQ(test_threads_settle(threads0), threads0);
     CHECK_EQ(test_count_fds(), fds0);
 }
 
