@@ -127,8 +127,9 @@ static int test_count_dir(const char *path, const char *prefix)
 }
 /* open fds of this process (the count includes none of opendir's own) */
 static int test_count_fds(void) { int n = test_count_dir("/proc/self/fd", NULL); return n < 0 ? n : n - 1; }
-/* threads of this process */
-static int test_base_threads = 1; /* before the first test: main and any sanitizer thread */
+/* threads of this process, and their number when no test runs (test_run_all
+ * measures it: main and any sanitizer thread) */
+static int test_base_threads = 1;
 static int test_count_threads(void) { return test_count_dir("/proc/self/task", NULL); }
 /* The thread count once it is `want`, or what it is after 5 s. A joined thread can
  * still be listed for a moment: the kernel clears its tid (which is what
